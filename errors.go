@@ -1,0 +1,80 @@
+package p2pd
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+)
+
+// Sentinel errors. Test for them with errors.Is: the errors returned by this
+// package wrap them with details.
+var (
+	// ErrDaemonClosed is returned by calls on a Daemon after Close or Shutdown.
+	ErrDaemonClosed = errors.New("p2pd: daemon closed")
+	// ErrUnsupported is returned where the platform lacks a feature.
+	ErrUnsupported = errors.New("p2pd: not supported on this platform")
+	// ErrNoInterface is returned when no interface matches a name or index.
+	ErrNoInterface = errors.New("p2pd: no such interface")
+	// ErrNoDefaultRoute is returned when the routing table has no default
+	// route for a family.
+	ErrNoDefaultRoute = errors.New("p2pd: no default route")
+	// ErrBadFamily is returned for a family value that is not IPv4, IPv6 or
+	// AnyFamily where any is allowed.
+	ErrBadFamily = errors.New("p2pd: bad address family")
+	// ErrFamilyUnsupported is returned when a target cannot serve a family
+	// (an interface with no usable address of it, or a route of the other
+	// family).
+	ErrFamilyUnsupported = errors.New("p2pd: address family not supported by target")
+	// ErrAddrNotOnRoute is returned when a bind names an address that the
+	// route does not hold.
+	ErrAddrNotOnRoute = errors.New("p2pd: address not on route")
+	// ErrNoAddress is returned when a route or interface has no address to bind.
+	ErrNoAddress = errors.New("p2pd: no address to bind")
+	// ErrInvalid is returned for malformed input such as bad JSON values.
+	ErrInvalid = errors.New("p2pd: invalid value")
+)
+
+// InterfaceError reports a failed interface operation.
+type InterfaceError struct {
+	Op    string // "lookup", "list", "default"
+	Name  string // interface name, if known
+	Index int    // interface index, if known
+	Err   error
+}
+
+func (e *InterfaceError) Error() string {
+	s := "p2pd: interface " + e.Op
+	if e.Name != "" {
+		s += " " + e.Name
+	} else if e.Index != 0 {
+		s += fmt.Sprintf(" #%d", e.Index)
+	}
+	return s + ": " + trimPrefix(e.Err)
+}
+
+func (e *InterfaceError) Unwrap() error { return e.Err }
+
+// AddrError reports an address that cannot be used as asked.
+type AddrError struct {
+	Op   string // "bind"
+	Addr netip.Addr
+	Err  error
+}
+
+func (e *AddrError) Error() string {
+	return "p2pd: " + e.Op + " " + e.Addr.String() + ": " + trimPrefix(e.Err)
+}
+
+func (e *AddrError) Unwrap() error { return e.Err }
+
+// trimPrefix drops a leading "p2pd: " so nested errors read once.
+func trimPrefix(err error) string {
+	if err == nil {
+		return "<nil>"
+	}
+	s := err.Error()
+	if len(s) > 6 && s[:6] == "p2pd: " {
+		return s[6:]
+	}
+	return s
+}

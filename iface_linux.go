@@ -1,0 +1,90 @@
+package p2pd
+
+import (
+	"net"
+	"slices"
+
+	"github.com/p2pd/p2pd/internal/rtnl"
+)
+
+func interfaces() ([]Interface, error) {
+	links, err := net.Interfaces()
+	if err != nil {
+		return nil, err
+	}
+	addrs, err := rtnl.DumpAddrs(0)
+	if err != nil {
+		return nil, err
+	}
+	byIndex := make(map[int]int, len(links))
+	list := make([]Interface, 0, len(links))
+	for _, l := range links {
+		byIndex[l.Index] = len(list)
+		list = append(list, fromNet(l))
+	}
+	for _, a := range addrs {
+		i, ok := byIndex[int(a.Index)]
+		if !ok || !a.Local.IsValid() {
+			continue // the link came or went between the two dumps
+		}
+		ifc := &list[i]
+		ifc.Addrs = append(ifc.Addrs, IfAddr{
+			Addr:  zoned(a.Local, ifc.Name),
+			Bits:  int(a.PrefixLen),
+			Flags: addrFlagsFromKernel(a.Flags),
+		})
+	}
+	slices.SortFunc(list, func(a, b Interface) int { return a.Index - b.Index })
+	return list, nil
+}
+
+func addrFlagsFromKernel(k uint32) AddrFlags {
+	var f AddrFlags
+	for _, m := range [...]struct {
+		k uint32
+		f AddrFlags
+	}{
+		{rtnl.FlagTentative, AddrTentative},
+		{rtnl.FlagDADFailed, AddrDADFailed},
+		{rtnl.FlagDeprecated, AddrDeprecated},
+		{rtnl.FlagTemporary, AddrTemporary},
+		{rtnl.FlagPermanent, AddrPermanent},
+		{rtnl.FlagOptimistic, AddrOptimistic},
+		{rtnl.FlagNoDAD, AddrNoDAD},
+	} {
+		if k&m.k != 0 {
+			f |= m.f
+		}
+	}
+	return f
+}
+
+// defaultIndex returns the output interface of the main table's default
+// route for f with the lowest metric.
+func defaultIndex(f Family) (int, error) {
+	af := uint8(2) // AF_INET
+	if f == IPv6 {
+		af = 10 // AF_INET6
+	}
+	routes, err := rtnl.DumpRoutes(af)
+	if err != nil {
+		return 0, err
+	}
+	best, bestPrio := 0, uint32(0)
+	for _, r := range routes {
+		if r.Family != af || r.DstLen != 0 || r.Table != rtnl.TableMain || r.Type != rtnl.TypeUnicast {
+			continue
+		}
+		idx := int(r.OutIndex)
+		if idx == 0 && len(r.Nexthops) > 0 {
+			idx = int(r.Nexthops[0].OutIndex)
+		}
+		if idx != 0 && (best == 0 || r.Priority < bestPrio) {
+			best, bestPrio = idx, r.Priority
+		}
+	}
+	if best == 0 {
+		return 0, ErrNoDefaultRoute
+	}
+	return best, nil
+}
