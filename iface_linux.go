@@ -31,14 +31,20 @@ func interfaces() ([]Interface, error) {
 		ifc.Addrs = append(ifc.Addrs, IfAddr{
 			Addr:  zoned(a.Local, ifc.Name),
 			Bits:  int(a.PrefixLen),
-			Flags: addrFlagsFromKernel(a.Flags),
+			Flags: addrFlagsFromKernel(a.Flags, a.Family),
 		})
 	}
 	slices.SortFunc(list, func(a, b Interface) int { return a.Index - b.Index })
 	return list, nil
 }
 
-func addrFlagsFromKernel(k uint32) AddrFlags {
+// addrFlagsFromKernel maps IFA_F_* bits. Bit 0x01 is "temporary" for IPv6
+// but "secondary" for IPv4 (same value, IFA_F_SECONDARY), so it only counts
+// for IPv6.
+func addrFlagsFromKernel(k uint32, af uint8) AddrFlags {
+	if af != 10 { // AF_INET6
+		k &^= rtnl.FlagTemporary
+	}
 	var f AddrFlags
 	for _, m := range [...]struct {
 		k uint32
