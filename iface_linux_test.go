@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -349,4 +350,51 @@ func TestInterfacesJSONFromKernel(t *testing.T) {
 	if !bytes.Equal(b, b2) || !strings.Contains(string(b), `"fe80::`) {
 		t.Errorf("JSON round trip differs:\n%s\n%s", b, b2)
 	}
+}
+
+// TestPortableFallbacks runs the code used on systems without rtnetlink and
+// checks it against the Linux reader, in a namespace.
+func TestPortableFallbacks(t *testing.T) {
+	h, _ := buildHost(t)
+	h.Do(t, func() {
+		kernel, err := p2pd.Interfaces()
+		if err != nil {
+			t.Fatal(err)
+		}
+		portable, err := p2pd.InterfacesNet()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(portable) != len(kernel) {
+			t.Fatalf("%d interfaces, kernel reader has %d", len(portable), len(kernel))
+		}
+		for i, k := range kernel {
+			p := portable[i]
+			if p.Name != k.Name || p.Index != k.Index || p.MTU != k.MTU || p.Flags != k.Flags {
+				t.Errorf("portable %v, kernel %v", &p, &k)
+			}
+			var kp, pp []string
+			for _, a := range k.Addrs {
+				kp = append(kp, a.Addr.String()+"/"+strconv.Itoa(a.Bits))
+			}
+			for _, a := range p.Addrs {
+				pp = append(pp, a.Addr.String()+"/"+strconv.Itoa(a.Bits))
+			}
+			slices.Sort(kp)
+			slices.Sort(pp)
+			if !slices.Equal(kp, pp) {
+				t.Errorf("%s: portable addresses %v, kernel %v", k.Name, pp, kp)
+			}
+		}
+		for _, f := range []p2pd.Family{p2pd.IPv4, p2pd.IPv6} {
+			want, err := p2pd.DefaultInterface(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := p2pd.DefaultIndexDial(f, portable)
+			if err != nil || got != want.Index {
+				t.Errorf("%v: dial fallback says index %d (%v), routing table says %s (%d)", f, got, err, want.Name, want.Index)
+			}
+		}
+	})
 }

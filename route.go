@@ -156,7 +156,7 @@ func (r Route) BindIP(ip netip.Addr, port uint16) (Route, error) {
 
 func (r Route) checkFamily() error {
 	if r.Family != IPv4 && r.Family != IPv6 {
-		return fmt.Errorf("p2pd: route: %w: %s", ErrBadFamily, r.Family)
+		return fmt.Errorf("%w: %s route", ErrBadFamily, r.Family)
 	}
 	return nil
 }

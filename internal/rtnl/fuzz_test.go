@@ -10,7 +10,7 @@ import (
 
 // seeds returns the fuzz seed corpus: raw dumps captured from a Linux host
 // and from the oracle test's namespace (testdata/*.bin, refreshed with
-// RTNL_CAPTURE=1 go test -run 'Capture|OracleNetns'), every table case
+// RTNL_CAPTURE=1 go test -run 'RawDump|OracleNetns'), every table case
 // (well-formed messages, NLMSG_ERROR and NLMSG_DONE handling, and each
 // malformed form), and re-encodings of the table results.
 func seeds(t testing.TB) [][]byte {

@@ -1,0 +1,538 @@
+package p2pd
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+)
+
+// Daemon is a server made of many listeners (server pipes) that share one
+// message callback: P2PD's Daemon. Where P2PD subclasses Daemon and defines
+// msg_cb, a Go program sets MsgCB (or embeds a Daemon in its own type and
+// passes a method value):
+//
+//	d := &p2pd.Daemon{MsgCB: p2pd.MsgCallbackFunc(func(msg []byte, from netip.AddrPort, p *p2pd.Pipe) {
+//		p.Send(msg, from) // echo
+//	})}
+//	defer d.Close()
+//	_, err := d.ListenAll(ctx, []p2pd.Target{ifc}, p2pd.Ports{p2pd.Port(10000)}, []p2pd.Proto{p2pd.TCP, p2pd.UDP}, p2pd.AnyFamily)
+//
+// The zero value is a valid configuration. Set the exported fields before
+// the first call that opens listeners and do not change them afterwards
+// (use [Daemon.AddMsgCB] to change the callback of a running daemon). The
+// methods are safe for concurrent use.
+//
+// A Daemon stops with [Daemon.Close] (at once) or [Daemon.Shutdown]
+// (gracefully). After either, every method that opens listeners returns
+// ErrDaemonClosed, and the Daemon cannot be reused.
+//
+// # Listener lifetime and socket options
+//
+// Listeners bind on the goroutine that calls ListenAll, ListenSpecific or
+// AddListener, one after another, so a caller whose OS thread has entered a
+// network namespace gets its listeners in that namespace.
+//
+// TCP listeners get SO_REUSEADDR on Unix (as Go's net package does): after a
+// Close, or after the process was killed, the port's old connections linger
+// in TIME_WAIT, and without SO_REUSEADDR a restart would fail with "address
+// in use" for up to a minute. On Linux SO_REUSEADDR never lets two live
+// listeners share a TCP port, so a second live instance is still refused
+// with ErrAddrInUse. UDP sockets do not get it unless Pipe.ReuseAddr is set,
+// because on UDP it does let two live sockets share a port (silently
+// splitting the traffic, the bug P2PD has). SO_REUSEPORT is never set, for
+// the same reason. SO_LINGER is left to the OS default (Pipe.Linger = 0): a
+// closed connection still delivers its last data, and the TIME_WAIT it leaves
+// does not block a restart thanks to SO_REUSEADDR; a negative Pipe.Linger
+// (reset on close) would lose data in flight and is not needed for restarts.
+// A listener left by a crashed process does not exist: the kernel closes a
+// dead process's sockets, so nothing like P2PD's "zombie" check is needed.
+type Daemon struct {
+	// MsgCB receives every message of every listener and of the
+	// connections they accept; see [MsgCallback] for the contract. Nil:
+	// Pipe.MsgCB is used (which may be nil too: messages then only reach
+	// subscriptions).
+	MsgCB MsgCallback
+
+	// OnUp is called for every accepted TCP connection (see
+	// PipeConfig.OnUp). Nil: Pipe.OnUp is used.
+	OnUp func(p *Pipe)
+
+	// OnEnd is called once for every pipe of the daemon when it ends, the
+	// listeners included (p.IsServer() is true for them), also for
+	// listeners that a failed all-or-nothing call closed again (see
+	// PipeConfig.OnEnd). Nil: Pipe.OnEnd is used.
+	OnEnd func(p *Pipe, reason error)
+
+	// Pipe is the template of every listener's settings (timeouts, framing,
+	// TLS, socket options, ListenConfig hook). MsgCB, OnUp, OnEnd and
+	// Logger above take precedence over the template's when set. The
+	// zero value works.
+	Pipe PipeConfig
+
+	// MaxListeners caps the number of listeners the daemon holds. A call
+	// that would take it over is refused before anything is bound, with a
+	// *LimitError that says how many listeners the call would open. Zero:
+	// DefaultMaxListeners (1024). Negative: no limit.
+	MaxListeners int
+
+	// ErrorOnAF is P2PD's error_on_af. False: ListenAll skips a family that
+	// a target does not serve. True: that is an error, and nothing is
+	// bound (with AnyFamily, only a target that serves no family at all is
+	// an error). See [Daemon.ListenAll].
+	ErrorOnAF bool
+
+	// BestEffort makes a call keep what it could bind when some binds
+	// fail; it returns those listeners together with a *ListenError. False
+	// (the default): all or nothing, a failure closes every listener the
+	// call opened.
+	BestEffort bool
+
+	// Logger receives the daemon's and its pipes' logs. Nil: Pipe.Logger,
+	// then slog.Default().
+	Logger *slog.Logger
+
+	mu        sync.Mutex
+	listeners map[listenKey]*Pipe
+	keys      map[*Pipe]listenKey
+	reserved  int         // listeners that calls in progress may still add
+	cb        MsgCallback // set by AddMsgCB
+	cbSet     bool
+	closed    bool
+	calls     sync.WaitGroup // calls in progress that may open listeners
+}
+
+// listenKey is P2PD's servers[af][proto][port][ip].
+type listenKey struct {
+	f     Family
+	proto Proto
+	port  uint16
+	ip    netip.Addr // zoned for IPv6 link-local
+}
+
+func (d *Daemon) logger() *slog.Logger {
+	if d.Logger != nil {
+		return d.Logger
+	}
+	return d.Pipe.logger()
+}
+
+func (d *Daemon) maxListeners() int {
+	if d.MaxListeners == 0 {
+		return DefaultMaxListeners
+	}
+	return d.MaxListeners
+}
+
+// msgCB returns the callback new listeners get. d.mu is held.
+func (d *Daemon) msgCB() MsgCallback {
+	switch {
+	case d.cbSet:
+		return d.cb
+	case d.MsgCB != nil:
+		return d.MsgCB
+	}
+	return d.Pipe.MsgCB
+}
+
+// pipeConfig returns the settings of a new listener. d.mu is held.
+func (d *Daemon) pipeConfig() *PipeConfig {
+	c := d.Pipe
+	c.MsgCB = d.msgCB()
+	if d.OnUp != nil {
+		c.OnUp = d.OnUp
+	}
+	onEnd := c.OnEnd
+	if d.OnEnd != nil {
+		onEnd = d.OnEnd
+	}
+	c.OnEnd = func(p *Pipe, reason error) {
+		if p.IsServer() {
+			d.forget(p)
+		}
+		if onEnd != nil {
+			onEnd(p, reason)
+		}
+	}
+	c.Logger = d.logger()
+	return &c
+}
+
+// forget drops a listener that ended (closed by its owner or by the daemon).
+func (d *Daemon) forget(p *Pipe) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if k, ok := d.keys[p]; ok {
+		delete(d.keys, p)
+		delete(d.listeners, k)
+	}
+}
+
+// ListenError reports the failed binds of one ListenAll, ListenSpecific or
+// AddListener call. Failed lists every bind that failed, in the order tried.
+// errors.Is(err, ErrAddrInUse) and errors.As(err, &bindErr) look into them.
+type ListenError struct {
+	Op     string // "listen all", "listen specific", "add listener"
+	Tried  int    // binds the call tried
+	Failed []*BindError
+	// Closed is true when the call closed the listeners it had opened
+	// (all or nothing); false when it kept them (Daemon.BestEffort).
+	Closed bool
+}
+
+const listenErrorShown = 8 // failed binds spelled out in Error
+
+func (e *ListenError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "p2pd: %s: %d of %d binds failed", e.Op, len(e.Failed), e.Tried)
+	if e.Closed {
+		b.WriteString(" (all closed again)")
+	}
+	for i, f := range e.Failed {
+		if i == listenErrorShown {
+			fmt.Fprintf(&b, "; and %d more (see ListenError.Failed)", len(e.Failed)-i)
+			break
+		}
+		b.WriteString("; ")
+		b.WriteString(trimPrefix(f))
+	}
+	return b.String()
+}
+
+// Unwrap returns the failed binds, for errors.Is and errors.As.
+func (e *ListenError) Unwrap() []error {
+	errs := make([]error, len(e.Failed))
+	for i, f := range e.Failed {
+		errs[i] = f
+	}
+	return errs
+}
+
+// reserve checks the daemon is open and the guard, and reserves n listeners
+// for a call in progress. The caller must call release(n).
+func (d *Daemon) reserve(op string, n int) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return wrapOp(op, ErrDaemonClosed)
+	}
+	have := len(d.listeners) + d.reserved
+	if limit := d.maxListeners(); limit >= 0 && have+n > limit {
+		return &LimitError{Op: op, Want: n, Have: have, Limit: limit}
+	}
+	d.reserved += n
+	d.calls.Add(1)
+	return nil
+}
+
+func (d *Daemon) release(n int) {
+	d.mu.Lock()
+	d.reserved -= n
+	d.mu.Unlock()
+	d.calls.Done()
+}
+
+// opError prefixes an error with the operation, so that it reads "p2pd: "
+// once.
+type opError struct {
+	op  string
+	err error
+}
+
+func (e *opError) Error() string { return "p2pd: " + e.op + ": " + trimPrefix(e.err) }
+func (e *opError) Unwrap() error { return e.err }
+
+func wrapOp(op string, err error) error { return &opError{op, err} }
+
+func (d *Daemon) isClosed() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.closed
+}
+
+// keyOf is the lookup key of a listener opened for s.
+func keyOf(s Specific, port uint16) listenKey {
+	return listenKey{f: s.Route.Family, proto: s.Proto, port: port, ip: s.Route.Bound.Addr()}
+}
+
+// checkSpecifics validates specs before anything is bound: a known protocol,
+// a valid family, a bound route of that family (unbound routes are bound to
+// their default address, port 0, as Listen does).
+func checkSpecifics(op string, specs []Specific) ([]Specific, error) {
+	out := make([]Specific, len(specs))
+	for i, s := range specs {
+		if s.Proto != TCP && s.Proto != UDP {
+			return nil, wrapOp(op, fmt.Errorf("%w: protocol %v", ErrInvalid, s.Proto))
+		}
+		if err := s.Route.checkFamily(); err != nil {
+			return nil, wrapOp(op, err)
+		}
+		if !s.Route.IsBound() {
+			r, err := s.Route.Bind("", 0)
+			if err != nil {
+				return nil, wrapOp(op, err)
+			}
+			s.Route = r
+		}
+		if a := s.Route.Bound.Addr(); FamilyOf(a) != s.Route.Family || a.Is4In6() {
+			return nil, wrapOp(op, fmt.Errorf("%w: %v bound on an %s route", ErrFamilyUnsupported, a, s.Route.Family))
+		}
+		out[i] = s
+	}
+	return out, nil
+}
+
+// open binds specs, under a reservation of len(specs) made by the caller.
+func (d *Daemon) open(ctx context.Context, op string, specs []Specific) ([]*Pipe, error) {
+	d.mu.Lock()
+	cfg := d.pipeConfig()
+	d.mu.Unlock()
+
+	opened := make([]*Pipe, 0, len(specs))
+	openedSpecs := make([]Specific, 0, len(specs))
+	taken := make(map[listenKey]bool) // fixed ports this call binds
+	var failed []*BindError
+	var abort error
+	for _, s := range specs {
+		if err := ctx.Err(); err != nil {
+			abort = wrapOp(op, err)
+			break
+		}
+		if d.isClosed() {
+			abort = wrapOp(op, ErrDaemonClosed)
+			break
+		}
+		be := &BindError{Family: s.Route.Family, Proto: s.Proto, Addr: s.Route.Bound}
+		if port := s.Route.Bound.Port(); port != 0 {
+			k := keyOf(s, port)
+			if taken[k] || d.has(k) {
+				be.Err = fmt.Errorf("%w: the daemon already listens there", ErrAddrInUse)
+				failed = append(failed, be)
+				continue
+			}
+			taken[k] = true
+		}
+		p, err := Listen(ctx, s.Proto, s.Route, cfg)
+		if err != nil {
+			if !errors.As(err, &be) {
+				be.Err = err
+			}
+			failed = append(failed, be)
+			continue
+		}
+		opened = append(opened, p)
+		openedSpecs = append(openedSpecs, s)
+	}
+	closeAll := func() {
+		for _, p := range opened {
+			p.Close()
+		}
+	}
+	if abort != nil {
+		closeAll()
+		return nil, abort
+	}
+	var lerr *ListenError
+	if len(failed) > 0 {
+		lerr = &ListenError{Op: op, Tried: len(specs), Failed: failed, Closed: !d.BestEffort || len(opened) == 0}
+		if lerr.Closed {
+			closeAll()
+			return nil, lerr
+		}
+		for _, f := range failed {
+			d.logger().Warn("p2pd: bind failed, going on (best effort)", "op", op, "err", f)
+		}
+	}
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		closeAll()
+		return nil, wrapOp(op, ErrDaemonClosed)
+	}
+	if d.listeners == nil {
+		d.listeners = make(map[listenKey]*Pipe)
+	}
+	if d.keys == nil {
+		d.keys = make(map[*Pipe]listenKey)
+	}
+	cb := d.msgCB()
+	for i, p := range opened {
+		k := keyOf(openedSpecs[i], p.LocalAddr().Port())
+		d.listeners[k], d.keys[p] = p, k
+		p.SetMsgCB(cb) // in case AddMsgCB ran while this call was binding
+	}
+	d.mu.Unlock()
+	if lerr != nil {
+		return opened, lerr
+	}
+	return opened, nil
+}
+
+func (d *Daemon) has(k listenKey) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	_, ok := d.listeners[k]
+	return ok
+}
+
+// AddListener opens one listener for proto on route r, as bound (an unbound
+// route is bound to its default address with port 0, as [Listen] does). It
+// is ListenSpecific with one entry. On failure the error is a *ListenError
+// whose Failed holds the *BindError.
+func (d *Daemon) AddListener(ctx context.Context, proto Proto, r Route) (*Pipe, error) {
+	ps, err := d.listenSpecific(ctx, "add listener", []Specific{{Route: r, Proto: proto}})
+	if len(ps) == 1 {
+		return ps[0], err
+	}
+	return nil, err
+}
+
+// Lookup returns the listener for family f, protocol proto, port and IP, or
+// nil: P2PD's servers[af][proto][port][ip]. The port is the real one, also
+// for listeners opened with port 0. ip is the bound address as given to the
+// listener: an IPv6 link-local one carries its zone, a wildcard listener is
+// found under 0.0.0.0 or ::.
+func (d *Daemon) Lookup(f Family, proto Proto, port uint16, ip netip.Addr) *Pipe {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil
+	}
+	return d.listeners[listenKey{f: f, proto: proto, port: port, ip: ip}]
+}
+
+// Select returns the listeners that match f, proto and port, sorted as
+// Listeners sorts them. A zero argument matches anything: AnyFamily, Proto
+// 0, port 0.
+func (d *Daemon) Select(f Family, proto Proto, port uint16) []*Pipe {
+	d.mu.Lock()
+	keys := make([]listenKey, 0, len(d.listeners))
+	for k := range d.listeners {
+		if (f == AnyFamily || k.f == f) && (proto == 0 || k.proto == proto) && (port == 0 || k.port == port) && !d.closed {
+			keys = append(keys, k)
+		}
+	}
+	slices.SortFunc(keys, func(a, b listenKey) int {
+		return cmp.Or(cmp.Compare(a.f, b.f), cmp.Compare(a.proto, b.proto), a.ip.Compare(b.ip), cmp.Compare(a.port, b.port))
+	})
+	out := make([]*Pipe, len(keys))
+	for i, k := range keys {
+		out[i] = d.listeners[k]
+	}
+	d.mu.Unlock()
+	return out
+}
+
+// Listeners returns every listener of the daemon, sorted by family, protocol,
+// address and port. It is empty after Close or Shutdown.
+func (d *Daemon) Listeners() []*Pipe { return d.Select(AnyFamily, 0, 0) }
+
+// Len returns the number of listeners the daemon holds.
+func (d *Daemon) Len() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return 0
+	}
+	return len(d.listeners)
+}
+
+// AddMsgCB replaces the message callback of every listener and of the
+// connections they accepted, at once, and of the listeners opened later
+// (P2PD's add_msg_cb; unlike P2PD, the callback replaces the previous one
+// rather than adding a second). Messages being handled finish with the old
+// callback. A nil cb leaves messages to subscriptions only. After Close or
+// Shutdown it returns ErrDaemonClosed.
+func (d *Daemon) AddMsgCB(cb MsgCallback) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return wrapOp("add msg cb", ErrDaemonClosed)
+	}
+	d.cb, d.cbSet = cb, true
+	for _, p := range d.listeners {
+		p.SetMsgCB(cb)
+	}
+	return nil
+}
+
+// stop marks the daemon closed, waits for calls in progress (which close
+// what they opened once they see it) and returns the listeners to stop.
+func (d *Daemon) stop() []*Pipe {
+	d.mu.Lock()
+	d.closed = true
+	ps := make([]*Pipe, 0, len(d.listeners))
+	for _, p := range d.listeners {
+		ps = append(ps, p)
+	}
+	d.mu.Unlock()
+	d.calls.Wait()
+	return ps
+}
+
+// Close closes every listener and every connection at once (see
+// [Pipe.Close]), and returns when their goroutines have ended, including
+// callbacks that were running. It may be called more than once and concurrently
+// with Shutdown. Errors of the listeners' Close are joined.
+func (d *Daemon) Close() error {
+	var errs []error
+	for _, p := range d.stop() {
+		if err := p.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Shutdown stops the daemon gracefully: every listener stops accepting and
+// reading, messages being handled finish (see [Pipe.Shutdown]), then
+// everything is closed, and Shutdown returns nil (or the joined errors).
+//
+// If ctx ends first, every socket is closed at once and Shutdown returns
+// ctx.Err() without waiting for callbacks that are still running (as
+// net/http's Server.Shutdown does); they end when they return. Call
+// [Daemon.Close] after a failed Shutdown to wait for them. Shutdown may be
+// called more than once and concurrently with Close.
+func (d *Daemon) Shutdown(ctx context.Context) error {
+	ps := d.stop()
+	errs := make([]error, len(ps))
+	var wg sync.WaitGroup
+	for i, p := range ps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = p.Shutdown(ctx)
+		}()
+	}
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		// Close every socket now; the goroutines above finish when the
+		// callbacks still running return.
+		for _, p := range ps {
+			p.terminate(nil)
+			for _, c := range p.Clients() {
+				c.terminate(nil)
+			}
+		}
+		return ctx.Err()
+	}
+	if err := ctx.Err(); err != nil {
+		for _, e := range errs {
+			if errors.Is(e, err) {
+				return err
+			}
+		}
+	}
+	return errors.Join(errs...)
+}

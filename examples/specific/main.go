@@ -1,0 +1,105 @@
+// Command specific shows Daemon.ListenSpecific: listeners on routes used
+// exactly as bound, here the loopback addresses and the wildcard (every
+// address of the machine) on a high port, over TCP and UDP. It then talks
+// to its own loopback listeners (and only to them) and stops.
+//
+//	go run ./examples/specific
+//	go run ./examples/specific -port 47000
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/p2pd/p2pd"
+)
+
+func main() {
+	port := flag.Uint("port", 47123, "port for the loopback listeners; the wildcard listens on port+1 (both above 1024)")
+	flag.Parse()
+	if *port < 1024 || *port > 65534 {
+		fmt.Fprintln(os.Stderr, "specific: -port must be between 1024 and 65534")
+		os.Exit(2)
+	}
+	if err := run(uint16(*port)); err != nil {
+		fmt.Fprintln(os.Stderr, "specific:", err)
+		os.Exit(1)
+	}
+}
+
+func run(port uint16) error {
+	d := &p2pd.Daemon{
+		MsgCB: p2pd.MsgCallbackFunc(func(msg []byte, from netip.AddrPort, p *p2pd.Pipe) {
+			p.Send(append([]byte("echo: "), msg...), from)
+		}),
+		// Where a family is missing (no IPv6 loopback in a container, say),
+		// keep the listeners that could be opened.
+		BestEffort: true,
+	}
+	defer d.Close()
+
+	var specs []p2pd.Specific
+	for _, f := range []p2pd.Family{p2pd.IPv4, p2pd.IPv6} {
+		lo, err := p2pd.Route{Family: f}.Bind("localhost", port)
+		if err != nil {
+			return err
+		}
+		all, err := p2pd.Route{Family: f}.Bind("*", port+1)
+		if err != nil {
+			return err
+		}
+		for _, proto := range []p2pd.Proto{p2pd.TCP, p2pd.UDP} {
+			specs = append(specs, p2pd.Specific{Route: lo, Proto: proto}, p2pd.Specific{Route: all, Proto: proto})
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ps, err := d.ListenSpecific(ctx, specs)
+	if err != nil && len(ps) == 0 {
+		return err
+	}
+	if err != nil {
+		fmt.Println("some listeners failed:", err)
+	}
+	for _, p := range d.Listeners() {
+		fmt.Printf("listening: %v %v\n", p.Proto(), p.LocalAddr())
+	}
+
+	// Talk to the loopback listeners only.
+	for _, p := range ps {
+		if !p.LocalAddr().Addr().IsLoopback() {
+			continue
+		}
+		network := "tcp"
+		if p.Proto() == p2pd.UDP {
+			network = "udp"
+		}
+		reply, err := exchange(network, p.LocalAddr().String(), "hello")
+		if err != nil {
+			return err
+		}
+		fmt.Printf("%v %v -> %q\n", p.Proto(), p.LocalAddr(), reply)
+	}
+	return d.Shutdown(ctx)
+}
+
+func exchange(network, addr, msg string) (string, error) {
+	c, err := net.DialTimeout(network, addr, 2*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write([]byte(msg)); err != nil {
+		return "", err
+	}
+	buf := make([]byte, 64)
+	n, err := c.Read(buf)
+	return string(bytes.TrimSpace(buf[:n])), err
+}

@@ -1,0 +1,51 @@
+package p2pd
+
+import (
+	"context"
+	"fmt"
+)
+
+// Specific is one listener to open: a protocol on a bound route. The route's
+// Bound address is used exactly as it is, including the wildcard (0.0.0.0,
+// ::) and loopback that [Route.Bind] gives for "*" and "localhost", and port 0
+// (the OS chooses). [Daemon.PlanAll] returns the Specifics ListenAll would
+// open.
+type Specific struct {
+	Route Route
+	Proto Proto
+}
+
+// String returns e.g. "TCP [fe80::1%eth0]:10000".
+func (s Specific) String() string {
+	return fmt.Sprintf("%v %v", s.Proto, s.Route.Bound)
+}
+
+// ListenSpecific opens one listener per entry, on the entry's route exactly
+// as bound (P2PD's listen_specific): a NIC IP, an IPv6 link-local address
+// with its zone, the wildcard (Route.Bind("*", port)) or the loopback
+// (Route.Bind("localhost", port)). An unbound route is bound to its default
+// address with port 0, as [Listen] does. The guard, all-or-nothing and best
+// effort work as for [Daemon.ListenAll]; the wildcard and a specific address
+// of the same port and protocol conflict as the OS decides (on Linux, TCP
+// refuses the second with ErrAddrInUse).
+func (d *Daemon) ListenSpecific(ctx context.Context, specs []Specific) ([]*Pipe, error) {
+	return d.listenSpecific(ctx, "listen specific", specs)
+}
+
+func (d *Daemon) listenSpecific(ctx context.Context, op string, specs []Specific) ([]*Pipe, error) {
+	if d.isClosed() {
+		return nil, wrapOp(op, ErrDaemonClosed)
+	}
+	if len(specs) == 0 {
+		return nil, wrapOp(op, fmt.Errorf("%w: nothing to listen on", ErrInvalid))
+	}
+	specs, err := checkSpecifics(op, specs)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.reserve(op, len(specs)); err != nil {
+		return nil, err
+	}
+	defer d.release(len(specs))
+	return d.open(ctx, op, specs)
+}

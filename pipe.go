@@ -1,0 +1,1124 @@
+package p2pd
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Pipe errors. Test for them with errors.Is: returned errors may wrap them
+// with details.
+var (
+	// ErrPipeClosed is returned by calls on a pipe that has been closed,
+	// including Recv and Accept calls pending when it closes.
+	ErrPipeClosed = errors.New("p2pd: pipe closed")
+	// ErrNoClient is returned by Send on a TCP server pipe when no
+	// connected client has the given address.
+	ErrNoClient = errors.New("p2pd: no client with that address")
+	// ErrIdleTimeout ends a TCP connection idle for PipeConfig.IdleTimeout.
+	ErrIdleTimeout = errors.New("p2pd: idle timeout")
+	// ErrReadTimeout ends a TCP connection whose message took longer than
+	// PipeConfig.ReadTimeout to arrive.
+	ErrReadTimeout = errors.New("p2pd: read timeout")
+	// ErrFrameTooLarge ends a TCP connection that receives a frame larger
+	// than PipeConfig.MaxMsgSize; Send returns it for a message too large
+	// to frame.
+	ErrFrameTooLarge = errors.New("p2pd: frame too large")
+	// ErrBadFrame ends a TCP connection that receives a malformed frame:
+	// one cut short by the end of the connection.
+	ErrBadFrame = errors.New("p2pd: bad frame")
+	// ErrAddrInUse is wrapped by a BindError when the address is taken
+	// (EADDRINUSE); the system error is wrapped too.
+	ErrAddrInUse = errors.New("p2pd: address in use")
+)
+
+// BindError reports a server pipe that could not be opened on an address.
+type BindError struct {
+	Family Family
+	Proto  Proto
+	Addr   netip.AddrPort // invalid when the route could not be bound
+	Err    error
+}
+
+func (e *BindError) Error() string {
+	a := "route"
+	if e.Addr.IsValid() {
+		a = e.Addr.String()
+	}
+	return "p2pd: bind " + e.Proto.String() + " " + a + ": " + trimPrefix(e.Err)
+}
+
+func (e *BindError) Unwrap() error { return e.Err }
+
+// inUseError is a system EADDRINUSE error that also matches ErrAddrInUse.
+type inUseError struct{ err error }
+
+func (e *inUseError) Error() string   { return e.err.Error() }
+func (e *inUseError) Unwrap() []error { return []error{ErrAddrInUse, e.err} }
+
+func newBindError(f Family, proto Proto, addr netip.AddrPort, err error) *BindError {
+	inner := err
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		inner = errno
+	}
+	if isAddrInUse(err) {
+		inner = &inUseError{inner}
+	}
+	return &BindError{Family: f, Proto: proto, Addr: addr, Err: inner}
+}
+
+// Pipe is one TCP or UDP conversation endpoint: a server (a TCP listener
+// or a UDP socket), a connection accepted by a TCP server, or a client.
+// Messages arrive through the PipeConfig's MsgCallback, subscriptions and
+// linked pipes; they leave through Send. All methods are safe for
+// concurrent use.
+//
+// Every pipe runs exactly one goroutine (the accept loop, the UDP reader or
+// the TCP connection reader) which ends when the pipe ends; Close waits for
+// it, and for the pipes of the server's connections.
+type Pipe struct {
+	cfg    *PipeConfig // shared with the connections of a TCP server
+	proto  Proto
+	server bool
+	parent *Pipe
+	route  Route
+	local  netip.AddrPort
+	remote netip.AddrPort
+
+	ln   net.Listener    // TCP server
+	udp  *net.UDPConn    // UDP server or client
+	pc   net.PacketConn  // adopted UDP server that is not a *net.UDPConn
+	conn net.Conn        // TCP connection, maybe *tls.Conn
+	rc   syscall.RawConn // raw reads of a plain TCP connection, or nil
+
+	cb    atomic.Pointer[cbBox]
+	subs  atomic.Pointer[[]*Sub]
+	links atomic.Pointer[[]*Pipe]
+
+	closed   atomic.Bool
+	draining atomic.Bool
+	quit     chan struct{} // closed when the pipe starts closing
+	done     chan struct{} // closed when the pipe has ended
+
+	mu      sync.Mutex
+	reason  error
+	conns   map[*Pipe]struct{}       // TCP server: live connections
+	byAddr  map[netip.AddrPort]*Pipe // TCP server: connections by peer
+	acceptQ chan *Pipe               // TCP server: for Accept
+	dropped atomic.Uint64            // TCP server: connections Accept never saw
+}
+
+type cbBox struct{ cb MsgCallback }
+
+func newPipe(cfg *PipeConfig, proto Proto, server bool, parent *Pipe) *Pipe {
+	p := &Pipe{cfg: cfg, proto: proto, server: server, parent: parent,
+		quit: make(chan struct{}), done: make(chan struct{})}
+	if parent == nil {
+		p.cb.Store(&cbBox{cfg.MsgCB})
+	}
+	if server && proto == TCP {
+		p.conns = make(map[*Pipe]struct{})
+		p.byAddr = make(map[netip.AddrPort]*Pipe)
+		p.acceptQ = make(chan *Pipe, cfg.queueSize())
+	}
+	return p
+}
+
+func copyConfig(c *PipeConfig) (*PipeConfig, error) {
+	var cfg PipeConfig
+	if c != nil {
+		cfg = *c
+	}
+	if !cfg.Framing.valid() {
+		return nil, fmt.Errorf("p2pd: %w: framing %v", ErrInvalid, cfg.Framing)
+	}
+	return &cfg, nil
+}
+
+// Listen opens a server pipe on r.Bound; an unbound route is bound first
+// with r.Bind("", 0). Port 0 lets the system choose: see [Pipe.LocalAddr].
+// A link-local IPv6 address binds with its zone. For TCP the pipe accepts
+// connections, each a pipe of its own; for UDP it receives datagrams from
+// anyone. ctx bounds the bind only. Errors are *BindError; one for an
+// address in use wraps ErrAddrInUse and the system error.
+func Listen(ctx context.Context, proto Proto, r Route, c *PipeConfig) (*Pipe, error) {
+	cfg, err := copyConfig(c)
+	if err != nil {
+		return nil, &BindError{Family: r.Family, Proto: proto, Addr: r.Bound, Err: err}
+	}
+	if proto != TCP && proto != UDP {
+		return nil, &BindError{Family: r.Family, Proto: proto, Addr: r.Bound, Err: fmt.Errorf("%w: protocol %v", ErrInvalid, proto)}
+	}
+	if !r.IsBound() {
+		if r, err = r.Bind("", 0); err != nil {
+			return nil, &BindError{Family: r.Family, Proto: proto, Err: err}
+		}
+	}
+	fam := FamilyOf(r.Bound.Addr())
+	if r.Family != AnyFamily && r.Family != fam {
+		return nil, &BindError{Family: r.Family, Proto: proto, Addr: r.Bound, Err: fmt.Errorf("%w: %v on an %v route", ErrFamilyUnsupported, r.Bound.Addr(), r.Family)}
+	}
+	var lc net.ListenConfig
+	if cfg.ListenConfig != nil {
+		lc = *cfg.ListenConfig
+	}
+	lc.Control = cfg.control(proto, lc.Control)
+	sa, err := resolveZone(r.Bound)
+	if err != nil {
+		return nil, &BindError{Family: fam, Proto: proto, Addr: r.Bound, Err: err}
+	}
+	network, addr := proto.network(fam), sa.String()
+	var p *Pipe
+	if proto == TCP {
+		ln, err := lc.Listen(ctx, network, addr)
+		if err != nil {
+			return nil, newBindError(fam, proto, r.Bound, err)
+		}
+		p = newPipe(cfg, TCP, true, nil)
+		p.ln = ln
+	} else {
+		pc, err := lc.ListenPacket(ctx, network, addr)
+		if err != nil {
+			return nil, newBindError(fam, proto, r.Bound, err)
+		}
+		p = newPipe(cfg, UDP, true, nil)
+		p.setPacketConn(pc)
+	}
+	p.local = netip.AddrPortFrom(r.Bound.Addr(), p.localFromSocket().Port())
+	r.Bound = p.local
+	p.route = r
+	p.start()
+	return p, nil
+}
+
+// ServeListener serves an already bound TCP listener (systemd socket
+// activation, tableflip, a socket made with other options) as a server
+// pipe. The pipe owns l: Close closes it.
+func ServeListener(l net.Listener, c *PipeConfig) (*Pipe, error) {
+	if l == nil {
+		return nil, fmt.Errorf("p2pd: ServeListener: %w: nil listener", ErrInvalid)
+	}
+	cfg, err := copyConfig(c)
+	if err != nil {
+		return nil, err
+	}
+	p := newPipe(cfg, TCP, true, nil)
+	p.ln = l
+	p.local = p.localFromSocket()
+	p.route = Route{Family: FamilyOf(p.local.Addr()), Bound: p.local}
+	p.start()
+	return p, nil
+}
+
+// ServePacketConn serves an already bound UDP socket as a server pipe. A
+// *net.UDPConn takes the allocation-free path. The pipe owns pc: Close
+// closes it.
+func ServePacketConn(pc net.PacketConn, c *PipeConfig) (*Pipe, error) {
+	if pc == nil {
+		return nil, fmt.Errorf("p2pd: ServePacketConn: %w: nil PacketConn", ErrInvalid)
+	}
+	cfg, err := copyConfig(c)
+	if err != nil {
+		return nil, err
+	}
+	p := newPipe(cfg, UDP, true, nil)
+	p.setPacketConn(pc)
+	p.local = p.localFromSocket()
+	p.route = Route{Family: FamilyOf(p.local.Addr()), Bound: p.local}
+	p.start()
+	return p, nil
+}
+
+func (p *Pipe) setPacketConn(pc net.PacketConn) {
+	if u, ok := pc.(*net.UDPConn); ok {
+		p.udp = u
+	} else {
+		p.pc = pc
+	}
+}
+
+func (p *Pipe) localFromSocket() netip.AddrPort {
+	switch {
+	case p.ln != nil:
+		return addrPortOf(p.ln.Addr())
+	case p.udp != nil:
+		return addrPortOf(p.udp.LocalAddr())
+	case p.pc != nil:
+		return addrPortOf(p.pc.LocalAddr())
+	case p.conn != nil:
+		return addrPortOf(p.conn.LocalAddr())
+	}
+	return netip.AddrPort{}
+}
+
+// Dial opens a client pipe to host and port through route r. The local
+// address is r.Bound if r is bound, else r.Addr() with port 0; a zero
+// Route lets the system choose. host is an IP literal (a link-local IPv6
+// one with its zone, "fe80::1%eth0") or a name resolved in r's family
+// (both families for a zero Route). ctx and PipeConfig.ConnectTimeout
+// bound resolving, connecting and the TLS handshake.
+func Dial(ctx context.Context, proto Proto, r Route, host string, port uint16, c *PipeConfig) (*Pipe, error) {
+	hostport := net.JoinHostPort(host, strconv.Itoa(int(port)))
+	cfg, err := copyConfig(c)
+	if err != nil {
+		return nil, err
+	}
+	if proto != TCP && proto != UDP {
+		return nil, fmt.Errorf("p2pd: dial %v %s: %w: protocol", proto, hostport, ErrInvalid)
+	}
+	fam := r.Family
+	var laddr netip.AddrPort
+	if r.IsBound() {
+		laddr = r.Bound
+	} else if a := r.Addr(); a.IsValid() {
+		laddr = netip.AddrPortFrom(a, 0)
+	}
+	if fam == AnyFamily && laddr.IsValid() {
+		fam = FamilyOf(laddr.Addr())
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		if fam == IPv4 {
+			ip = ip.Unmap()
+		}
+		if fam != AnyFamily && FamilyOf(ip) != fam {
+			return nil, fmt.Errorf("p2pd: dial %v %s: %w: %v route", proto, hostport, ErrFamilyUnsupported, fam)
+		}
+		fam = FamilyOf(ip)
+	}
+	network := "tcp"
+	if proto == UDP {
+		network = "udp"
+	}
+	if fam != AnyFamily {
+		network = proto.network(fam)
+	}
+	var d net.Dialer
+	if cfg.Dialer != nil {
+		d = *cfg.Dialer
+	}
+	d.LocalAddr = nil
+	if laddr.IsValid() {
+		sa, err := resolveZone(laddr)
+		if err != nil {
+			return nil, fmt.Errorf("p2pd: dial %v %s from %v: %w", proto, hostport, laddr, err)
+		}
+		if proto == TCP {
+			d.LocalAddr = net.TCPAddrFromAddrPort(sa)
+		} else {
+			d.LocalAddr = net.UDPAddrFromAddrPort(sa)
+		}
+	}
+	dialAddr := hostport
+	if ip, err := netip.ParseAddr(host); err == nil && ip.Zone() != "" {
+		sa, err := resolveZone(netip.AddrPortFrom(ip, port))
+		if err != nil {
+			return nil, fmt.Errorf("p2pd: dial %v %s: %w", proto, hostport, err)
+		}
+		dialAddr = sa.String()
+	}
+	if d.ControlContext != nil {
+		user := d.ControlContext
+		if ctl := cfg.control(proto, nil); ctl != nil {
+			d.ControlContext = func(ctx context.Context, network, address string, rc syscall.RawConn) error {
+				if err := ctl(network, address, rc); err != nil {
+					return err
+				}
+				return user(ctx, network, address, rc)
+			}
+		}
+	} else {
+		d.Control = cfg.control(proto, d.Control)
+	}
+	if t := cfg.connectTimeout(); t > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, t)
+		defer cancel()
+	}
+	conn, err := d.DialContext(ctx, network, dialAddr)
+	if err != nil {
+		if isAddrInUse(err) {
+			return nil, newBindError(fam, proto, laddr, err)
+		}
+		return nil, fmt.Errorf("p2pd: dial %v %s: %w", proto, hostport, err)
+	}
+	p := newPipe(cfg, proto, false, nil)
+	if proto == UDP {
+		p.udp = conn.(*net.UDPConn)
+	} else {
+		cfg.setLinger(conn)
+		if cfg.TLS != nil {
+			tc := cfg.TLS.Clone()
+			if tc.ServerName == "" {
+				tc.ServerName = host
+				if ip, err := netip.ParseAddr(host); err == nil {
+					tc.ServerName = ip.WithZone("").String()
+				}
+			}
+			tconn := tls.Client(conn, tc)
+			if err := tconn.HandshakeContext(ctx); err != nil {
+				conn.Close()
+				return nil, fmt.Errorf("p2pd: dial %v %s: TLS handshake: %w", proto, hostport, err)
+			}
+			conn = tconn
+		} else if haveRawRead {
+			if tcp, ok := conn.(*net.TCPConn); ok {
+				p.rc, _ = tcp.SyscallConn()
+			}
+		}
+		p.conn = conn
+	}
+	p.local = addrPortOf(conn.LocalAddr())
+	p.remote = addrPortOf(conn.RemoteAddr())
+	if r.Family == AnyFamily && len(r.NIC) == 0 {
+		r = Route{Family: FamilyOf(p.local.Addr())}
+	}
+	if laddr.IsValid() && laddr.Addr().Zone() != "" {
+		p.local = netip.AddrPortFrom(laddr.Addr(), p.local.Port())
+	}
+	r.Bound = p.local
+	p.route = r
+	p.start()
+	return p, nil
+}
+
+func (c *PipeConfig) setLinger(conn net.Conn) {
+	if secs, ok := c.lingerSecs(); ok {
+		if tc, ok := conn.(*net.TCPConn); ok {
+			tc.SetLinger(secs)
+		}
+	}
+}
+
+// control returns the Control function setting p2pd's socket options
+// before user's; nil when there is nothing to do.
+func (c *PipeConfig) control(proto Proto, user func(network, address string, rc syscall.RawConn) error) func(network, address string, rc syscall.RawConn) error {
+	reuse, bcast := proto == UDP && c.ReuseAddr, proto == UDP && c.Broadcast
+	if !reuse && !bcast {
+		return user
+	}
+	return func(network, address string, rc syscall.RawConn) error {
+		if err := setSockopts(rc, reuse, bcast); err != nil {
+			return err
+		}
+		if user != nil {
+			return user(network, address, rc)
+		}
+		return nil
+	}
+}
+
+// resolveZone replaces an interface name used as zone by the interface's
+// current index, read from the kernel on the calling thread (so in its
+// network namespace). The net package would use a process-wide name cache,
+// stale once an interface is recreated under the same name or when threads
+// sit in other namespaces.
+func resolveZone(ap netip.AddrPort) (netip.AddrPort, error) {
+	z := ap.Addr().Zone()
+	if z == "" {
+		return ap, nil
+	}
+	if _, err := strconv.Atoi(z); err == nil {
+		return ap, nil
+	}
+	ifc, err := net.InterfaceByName(z)
+	if err != nil {
+		return ap, &InterfaceError{Op: "lookup", Name: z, Err: fmt.Errorf("%w: %v", ErrNoInterface, err)}
+	}
+	return netip.AddrPortFrom(ap.Addr().WithZone(strconv.Itoa(ifc.Index)), ap.Port()), nil
+}
+
+func addrPortOf(a net.Addr) netip.AddrPort {
+	var ap netip.AddrPort
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		ap = a.AddrPort()
+	case *net.UDPAddr:
+		ap = a.AddrPort()
+	case nil:
+		return ap
+	default:
+		ap, _ = netip.ParseAddrPort(a.String())
+	}
+	return unmap(ap)
+}
+
+func unmap(ap netip.AddrPort) netip.AddrPort {
+	if ap.Addr().Is4In6() {
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	return ap
+}
+
+// start runs the pipe's goroutine.
+func (p *Pipe) start() {
+	var fn func()
+	switch {
+	case p.ln != nil:
+		fn = p.acceptLoop
+	case p.proto == UDP:
+		fn = p.udpLoop
+	default:
+		fn = p.connLoop
+	}
+	go func() {
+		id := enterWorker()
+		defer leaveWorker(id)
+		fn()
+	}()
+}
+
+// Send sends msg. On a UDP server pipe it goes to any address to; on a
+// TCP server pipe, to the connected client whose address is to (an error
+// wrapping ErrNoClient if there is none; a zone-less address matches a
+// zoned client); on a client pipe or a connection's pipe, to the peer (to
+// may be the zero AddrPort, or the peer's address). On framed TCP, Send
+// adds the framing. Send is safe for concurrent use: each message is
+// written whole. On a closed pipe it returns ErrPipeClosed.
+func (p *Pipe) Send(msg []byte, to netip.AddrPort) error {
+	if p.closed.Load() {
+		return ErrPipeClosed
+	}
+	var err error
+	switch {
+	case p.proto == UDP && p.server:
+		if !to.IsValid() {
+			return fmt.Errorf("p2pd: send: %w: UDP server pipe needs a destination", ErrInvalid)
+		}
+		if p.udp != nil {
+			_, err = p.udp.WriteToUDPAddrPort(msg, to)
+		} else {
+			_, err = p.pc.WriteTo(msg, net.UDPAddrFromAddrPort(to))
+		}
+	case p.proto == UDP:
+		if to.IsValid() && !sameAddr(to, p.remote) {
+			return fmt.Errorf("p2pd: send to %v: %w: a client pipe only sends to its peer %v", to, ErrInvalid, p.remote)
+		}
+		_, err = p.udp.Write(msg)
+	case p.server:
+		c := p.client(to)
+		if c == nil {
+			return fmt.Errorf("%w: %v", ErrNoClient, to)
+		}
+		return c.Send(msg, netip.AddrPort{})
+	default:
+		if to.IsValid() && !sameAddr(to, p.remote) {
+			return fmt.Errorf("p2pd: send to %v: %w: a TCP pipe only sends to its peer %v", to, ErrInvalid, p.remote)
+		}
+		err = p.write(msg)
+	}
+	if err != nil && p.closed.Load() {
+		return ErrPipeClosed
+	}
+	return err
+}
+
+func sameAddr(a, b netip.AddrPort) bool {
+	a, b = unmap(a), unmap(b)
+	if a == b {
+		return true
+	}
+	return a.Port() == b.Port() && (a.Addr().Zone() == "" || b.Addr().Zone() == "") &&
+		a.Addr().WithZone("") == b.Addr().WithZone("")
+}
+
+// write sends one message on a TCP connection, framed.
+func (p *Pipe) write(msg []byte) error {
+	f := p.cfg.Framing
+	if f == FrameRaw {
+		_, err := p.conn.Write(msg)
+		return err
+	}
+	bp := writeBufs.Get().(*[]byte)
+	b, err := appendFrame((*bp)[:0], f, msg, p.cfg.maxMsgSize())
+	if err == nil {
+		_, err = p.conn.Write(b)
+	}
+	if cap(b) <= 64<<10 {
+		*bp = b[:0]
+		writeBufs.Put(bp)
+	}
+	return err
+}
+
+// client finds a TCP server's connection by peer address.
+func (p *Pipe) client(to netip.AddrPort) *Pipe {
+	to = unmap(to)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c := p.byAddr[to]; c != nil {
+		return c
+	}
+	if to.Addr().Zone() == "" {
+		for a, c := range p.byAddr {
+			if sameAddr(a, to) {
+				return c
+			}
+		}
+	}
+	return nil
+}
+
+// Accept waits for the next connection of a TCP server pipe and returns
+// its pipe (P2PD's "await pipe"). Connections are queued up to
+// PipeConfig.QueueSize; beyond that they are served but not queued. The
+// returned pipe may have ended already (see [Pipe.Done]).
+func (p *Pipe) Accept(ctx context.Context) (*Pipe, error) {
+	if p.acceptQ == nil {
+		return nil, fmt.Errorf("p2pd: accept: %w: not a TCP server pipe", ErrInvalid)
+	}
+	select {
+	case c := <-p.acceptQ:
+		return c, nil
+	default:
+	}
+	select {
+	case c := <-p.acceptQ:
+		return c, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-p.quit:
+		return nil, ErrPipeClosed
+	}
+}
+
+// Clients returns the pipes of a TCP server's live connections.
+func (p *Pipe) Clients() []*Pipe {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	cs := make([]*Pipe, 0, len(p.conns))
+	for c := range p.conns {
+		cs = append(cs, c)
+	}
+	return cs
+}
+
+// SetMsgCB replaces the pipe's MsgCallback atomically; messages already
+// being delivered finish with the old one. On a TCP server it applies to
+// its connections too, unless one was given its own with SetMsgCB. nil
+// removes the callback.
+func (p *Pipe) SetMsgCB(cb MsgCallback) { p.cb.Store(&cbBox{cb}) }
+
+func (p *Pipe) handler() MsgCallback {
+	if b := p.cb.Load(); b != nil {
+		return b.cb
+	}
+	if p.parent != nil {
+		if b := p.parent.cb.Load(); b != nil {
+			return b.cb
+		}
+	}
+	return nil
+}
+
+// LocalAddr returns the pipe's local address, with the real port.
+func (p *Pipe) LocalAddr() netip.AddrPort { return p.local }
+
+// RemoteAddr returns the peer of a client or connection pipe; the zero
+// AddrPort for a server pipe.
+func (p *Pipe) RemoteAddr() netip.AddrPort { return p.remote }
+
+// Proto returns TCP or UDP.
+func (p *Pipe) Proto() Proto { return p.proto }
+
+// Family returns IPv4 or IPv6.
+func (p *Pipe) Family() Family {
+	if p.route.Family != AnyFamily {
+		return p.route.Family
+	}
+	return FamilyOf(p.local.Addr())
+}
+
+// Route returns the route the pipe was opened on, bound to the pipe's
+// local address and real port.
+func (p *Pipe) Route() Route { return p.route }
+
+// IsServer reports whether p is a server pipe (TCP listener or UDP socket
+// opened by Listen or Serve*).
+func (p *Pipe) IsServer() bool { return p.server }
+
+// Parent returns the TCP server pipe that accepted p, or nil.
+func (p *Pipe) Parent() *Pipe { return p.parent }
+
+// Done returns a channel closed when the pipe has ended: its socket is
+// closed, its goroutine finished, OnEnd called.
+func (p *Pipe) Done() <-chan struct{} { return p.done }
+
+// Err returns why the pipe ended: nil while it runs and after a local
+// Close or Shutdown, otherwise the reason given to OnEnd.
+func (p *Pipe) Err() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.reason
+}
+
+// Close ends the pipe at once: it closes the socket (and, on a TCP
+// server, every connection's pipe), makes pending Recv and Accept calls
+// return ErrPipeClosed, and waits until the pipe's goroutines have
+// finished, running callbacks included. Called from a callback of any
+// pipe, it does not wait (the caller is one of those goroutines); the
+// pipe ends when the callback returns. Close is idempotent and always
+// returns nil.
+func (p *Pipe) Close() error {
+	p.terminate(nil)
+	if p.conns != nil {
+		for _, c := range p.Clients() {
+			c.terminate(nil)
+		}
+	}
+	if !isWorker() {
+		<-p.done
+	}
+	return nil
+}
+
+// Shutdown ends the pipe gracefully: it stops accepting connections and
+// reading new messages, lets running callbacks finish, then closes. If ctx
+// ends first it closes at once and returns ctx.Err(). Called from one of
+// the pipe's own callbacks it cannot finish before that callback returns,
+// so it waits for ctx.
+func (p *Pipe) Shutdown(ctx context.Context) error {
+	p.drain()
+	select {
+	case <-p.done:
+		p.Close()
+		return nil
+	case <-ctx.Done():
+		p.Close()
+		return ctx.Err()
+	}
+}
+
+var aLongTimeAgo = time.Unix(1, 0)
+
+func (p *Pipe) drain() {
+	p.draining.Store(true)
+	switch {
+	case p.ln != nil:
+		p.ln.Close()
+		for _, c := range p.Clients() {
+			c.drain()
+		}
+	case p.udp != nil:
+		p.udp.SetReadDeadline(aLongTimeAgo)
+	case p.pc != nil:
+		p.pc.SetReadDeadline(aLongTimeAgo)
+	case p.conn != nil:
+		p.conn.SetReadDeadline(aLongTimeAgo)
+	}
+}
+
+// terminate starts closing: the first call records reason and closes the
+// socket. It does not wait.
+func (p *Pipe) terminate(reason error) {
+	p.mu.Lock()
+	if p.closed.Load() {
+		p.mu.Unlock()
+		return
+	}
+	p.closed.Store(true)
+	p.reason = reason
+	close(p.quit)
+	p.mu.Unlock()
+	switch {
+	case p.ln != nil:
+		p.ln.Close()
+	case p.udp != nil:
+		p.udp.Close()
+	case p.pc != nil:
+		p.pc.Close()
+	case p.conn != nil:
+		p.conn.Close()
+	}
+}
+
+// finish is the last thing the pipe's goroutine does.
+func (p *Pipe) finish() {
+	if par := p.parent; par != nil {
+		par.mu.Lock()
+		delete(par.conns, p)
+		if par.byAddr[p.remote] == p {
+			delete(par.byAddr, p.remote)
+		}
+		par.mu.Unlock()
+	}
+	p.mu.Lock()
+	reason := p.reason
+	p.mu.Unlock()
+	if f := p.cfg.OnEnd; f != nil {
+		p.safely("OnEnd", func() { f(p, reason) })
+	}
+	close(p.done)
+}
+
+func (p *Pipe) safely(what string, fn func()) {
+	defer func() {
+		if r := recover(); r != nil {
+			p.logPanic(what, r)
+		}
+	}()
+	fn()
+}
+
+func (p *Pipe) logPanic(what string, r any) {
+	buf := make([]byte, 8<<10)
+	buf = buf[:runtime.Stack(buf, false)]
+	p.cfg.logger().Error("p2pd: panic in "+what+" (recovered)", "local", p.local, "remote", p.remote, "panic", r, "stack", string(buf))
+}
+
+// up calls OnUp.
+func (p *Pipe) up() {
+	if f := p.cfg.OnUp; f != nil {
+		p.safely("OnUp", func() { f(p) })
+	}
+}
+
+// acceptLoop is a TCP server's goroutine.
+func (p *Pipe) acceptLoop() {
+	var reason error
+	var delay time.Duration
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			if p.closed.Load() || p.draining.Load() {
+				break
+			}
+			if isTemporary(err) {
+				delay = backoff(delay)
+				p.cfg.logger().Warn("p2pd: accept error, retrying", "addr", p.local, "err", err, "delay", delay)
+				if !p.sleep(delay) {
+					break
+				}
+				continue
+			}
+			reason = err
+			break
+		}
+		delay = 0
+		p.addConn(c)
+	}
+	if reason != nil {
+		p.terminate(reason)
+		for _, c := range p.Clients() {
+			c.terminate(nil)
+		}
+	}
+	if !p.draining.Load() {
+		p.terminate(nil)
+	}
+	// Wait for the connections: they end on their own when draining,
+	// or because terminate closed them.
+	for {
+		p.mu.Lock()
+		var c *Pipe
+		for c = range p.conns {
+			break
+		}
+		p.mu.Unlock()
+		if c == nil {
+			break
+		}
+		<-c.done
+	}
+	p.terminate(nil)
+	p.finish()
+}
+
+func (p *Pipe) addConn(conn net.Conn) {
+	c := newPipe(p.cfg, TCP, false, p)
+	c.local = addrPortOf(conn.LocalAddr())
+	if z := p.local.Addr().Zone(); z != "" && c.local.Addr().Zone() == "" {
+		c.local = netip.AddrPortFrom(c.local.Addr().WithZone(z), c.local.Port())
+	}
+	c.remote = addrPortOf(conn.RemoteAddr())
+	c.route = p.route
+	c.route.Bound = c.local
+	p.cfg.setLinger(conn)
+	if p.cfg.TLS != nil {
+		conn = tls.Server(conn, p.cfg.TLS)
+	} else if tc, ok := conn.(*net.TCPConn); ok && haveRawRead {
+		c.rc, _ = tc.SyscallConn()
+	}
+	c.conn = conn
+	p.mu.Lock()
+	if p.closed.Load() || p.draining.Load() {
+		p.mu.Unlock()
+		conn.Close()
+		return
+	}
+	p.conns[c] = struct{}{}
+	p.byAddr[c.remote] = c
+	p.mu.Unlock()
+	c.start()
+}
+
+// backoff returns the next accept retry delay: 5 ms doubling to 1 s.
+func backoff(d time.Duration) time.Duration {
+	if d == 0 {
+		return 5 * time.Millisecond
+	}
+	return min(2*d, time.Second)
+}
+
+// sleep waits d unless the pipe closes first (then it returns false).
+func (p *Pipe) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return !p.draining.Load()
+	case <-p.quit:
+		return false
+	}
+}
+
+// isTemporary reports errors worth retrying: out of descriptors or
+// buffers, aborted connections, timeouts.
+func isTemporary(err error) bool {
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ECONNABORTED, syscall.ENOBUFS, syscall.ENOMEM, syscall.EINTR, syscall.EAGAIN, syscall.ECONNRESET} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	var t interface{ Temporary() bool }
+	if errors.As(err, &t) && t.Temporary() {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// connLoop is the goroutine of a TCP connection or client pipe.
+func (p *Pipe) connLoop() {
+	err := p.handshake()
+	if err == nil {
+		if p.parent != nil {
+			select {
+			case p.parent.acceptQ <- p:
+			default:
+				p.parent.dropped.Add(1)
+			}
+		}
+		p.up()
+		err = p.readLoop()
+	}
+	if p.draining.Load() {
+		err = nil
+	}
+	p.terminate(err)
+	p.finish()
+}
+
+// handshake runs the server side of TLS, bounded by ConnectTimeout.
+func (p *Pipe) handshake() error {
+	tc, ok := p.conn.(*tls.Conn)
+	if !ok || p.parent == nil {
+		return nil
+	}
+	ctx := context.Background()
+	if t := p.cfg.connectTimeout(); t > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, t)
+		defer cancel()
+	}
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return fmt.Errorf("p2pd: TLS handshake with %v: %w", p.remote, err)
+	}
+	return nil
+}
+
+// readLoop reads and dispatches the messages of a TCP connection.
+func (p *Pipe) readLoop() error {
+	cfg := p.cfg
+	cr := newConnReader(cfg.Framing, cfg.maxMsgSize(), cfg.bufferSize(TCP), p.deliverTCP)
+	cr.stopped = p.closed.Load
+	if p.rc != nil {
+		cr.rc = p.rc
+	} else {
+		cr.src = p.conn
+	}
+	defer cr.release()
+	idle, rt := cfg.IdleTimeout, cfg.ReadTimeout
+	if cfg.Framing == FrameRaw {
+		rt = 0
+	}
+	var frameStart time.Time
+	for {
+		if idle > 0 || rt > 0 {
+			var dl time.Time
+			if cr.pending() && rt > 0 {
+				if frameStart.IsZero() {
+					frameStart = time.Now()
+				}
+				dl = frameStart.Add(rt)
+			} else {
+				frameStart = time.Time{}
+				if idle > 0 {
+					dl = time.Now().Add(idle)
+				}
+			}
+			p.conn.SetReadDeadline(dl)
+		}
+		if p.closed.Load() || p.draining.Load() {
+			return nil
+		}
+		err := cr.fill()
+		if err == nil {
+			continue
+		}
+		switch {
+		case p.closed.Load() || p.draining.Load():
+			return nil
+		case isTimeout(err) && cr.pending() && rt > 0:
+			return fmt.Errorf("%w: %d bytes of a frame in %v", ErrReadTimeout, cr.w-cr.r, rt)
+		case isTimeout(err) && idle > 0:
+			return fmt.Errorf("%w: nothing received for %v", ErrIdleTimeout, idle)
+		case errors.Is(err, io.EOF):
+			return io.EOF
+		}
+		return err
+	}
+}
+
+func (p *Pipe) deliverTCP(msg []byte) { p.dispatch(msg, p.remote) }
+
+// udpLoop is the goroutine of a UDP pipe.
+func (p *Pipe) udpLoop() {
+	if !p.server {
+		p.up()
+	}
+	buf := make([]byte, p.cfg.bufferSize(UDP))
+	var reason error
+	var delay time.Duration
+	for {
+		var n int
+		var from netip.AddrPort
+		var err error
+		if p.udp != nil {
+			n, from, err = p.udp.ReadFromUDPAddrPort(buf)
+		} else {
+			var a net.Addr
+			n, a, err = p.pc.ReadFrom(buf)
+			from = addrPortOf(a)
+		}
+		if err == nil {
+			delay = 0
+			p.dispatch(buf[:n], unmap(from))
+			continue
+		}
+		if p.closed.Load() || p.draining.Load() {
+			break
+		}
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			continue // ICMP port unreachable on a connected socket: one per datagram sent
+		}
+		if isTemporary(err) {
+			delay = backoff(delay)
+			p.cfg.logger().Warn("p2pd: UDP read error, retrying", "addr", p.local, "err", err, "delay", delay)
+			if !p.sleep(delay) {
+				break
+			}
+			continue
+		}
+		reason = err
+		break
+	}
+	p.terminate(reason)
+	p.finish()
+}
+
+// dispatch hands one received message to subscriptions, linked pipes and
+// the callback. It allocates nothing unless a subscription matches.
+func (p *Pipe) dispatch(msg []byte, from netip.AddrPort) {
+	if s := p.subs.Load(); s != nil {
+		deliverSubs(*s, msg, from, p)
+	}
+	par := p.parent
+	if par != nil {
+		if s := par.subs.Load(); s != nil {
+			deliverSubs(*s, msg, from, p)
+		}
+	}
+	if l := p.links.Load(); l != nil {
+		p.forward(*l, msg)
+	}
+	if par != nil {
+		if l := par.links.Load(); l != nil {
+			p.forward(*l, msg)
+		}
+	}
+	if cb := p.handler(); cb != nil {
+		p.callCB(cb, msg, from)
+	}
+}
+
+func (p *Pipe) callCB(cb MsgCallback, msg []byte, from netip.AddrPort) {
+	defer func() {
+		if r := recover(); r != nil {
+			p.logPanic("MsgCB", r)
+		}
+	}()
+	cb.MsgCB(msg, from, p)
+}
+
+// Worker goroutines (every pipe goroutine, which runs the callbacks) are
+// known by goroutine id, so that Close called from a callback does not
+// wait for itself. x/net/http2 reads the id the same way.
+var workers struct {
+	sync.Mutex
+	m map[uint64]int
+}
+
+func goid() uint64 {
+	var b [64]byte
+	s := b[:runtime.Stack(b[:], false)]
+	// "goroutine 123 [running]:..."
+	const prefix = "goroutine "
+	if len(s) < len(prefix) {
+		return 0
+	}
+	var id uint64
+	for _, c := range s[len(prefix):] {
+		if c < '0' || c > '9' {
+			break
+		}
+		id = id*10 + uint64(c-'0')
+	}
+	return id
+}
+
+func enterWorker() uint64 {
+	id := goid()
+	workers.Lock()
+	if workers.m == nil {
+		workers.m = make(map[uint64]int)
+	}
+	workers.m[id]++
+	workers.Unlock()
+	return id
+}
+
+func leaveWorker(id uint64) {
+	workers.Lock()
+	if workers.m[id]--; workers.m[id] <= 0 {
+		delete(workers.m, id)
+	}
+	workers.Unlock()
+}
+
+func isWorker() bool {
+	id := goid()
+	workers.Lock()
+	defer workers.Unlock()
+	return workers.m[id] > 0
+}

@@ -1,0 +1,167 @@
+package p2pd
+
+import (
+	"crypto/tls"
+	"log/slog"
+	"net"
+	"time"
+)
+
+// Defaults used by a zero [PipeConfig].
+const (
+	DefaultConnectTimeout = 10 * time.Second
+	DefaultQueueSize      = 128
+	DefaultUDPBufferSize  = 64 << 10 // the largest UDP payload
+	DefaultTCPBufferSize  = 16 << 10
+	DefaultMaxMsgSize     = 1 << 20
+)
+
+// PipeConfig holds the settings of a pipe. Its zero value is a valid
+// configuration and a nil *PipeConfig means the zero value. Listen and Dial
+// copy it: changing it afterwards does not affect the pipe (use
+// [Pipe.SetMsgCB] to change the callback). The pipes a TCP server accepts
+// share their server's settings.
+type PipeConfig struct {
+	// MsgCB receives every message; see [MsgCallback] for the contract.
+	// Nil: messages only go to subscriptions ([Pipe.Subscribe]) and linked
+	// pipes ([Pipe.AddPipe]).
+	MsgCB MsgCallback
+
+	// OnUp is called when a conversation starts: on a TCP server, for each
+	// accepted connection (with the connection's pipe, after the TLS
+	// handshake if any); on a client pipe, once connected. It runs on the
+	// pipe's goroutine before any MsgCB of that pipe. Nil: not called.
+	OnUp func(p *Pipe)
+
+	// OnEnd is called exactly once for every pipe when it ends, server
+	// pipes included (check p.IsServer()), from the pipe's own goroutine
+	// after its last MsgCB. reason is nil for a local Close or Shutdown;
+	// otherwise it says why: io.EOF for a clean close by the peer,
+	// ErrIdleTimeout, ErrReadTimeout, ErrFrameTooLarge, ErrBadFrame, a TLS
+	// or network error (test with errors.Is / errors.As). Nil: not called.
+	OnEnd func(p *Pipe, reason error)
+
+	// ConnectTimeout bounds Dial (resolve, connect, TLS handshake), and the
+	// TLS handshake of accepted connections. Zero: DefaultConnectTimeout;
+	// negative: no limit beyond Dial's context. The context given to Dial
+	// also applies, whichever ends first.
+	ConnectTimeout time.Duration
+
+	// IdleTimeout closes a TCP connection that receives nothing for this
+	// long, with reason ErrIdleTimeout. Zero or negative: never.
+	IdleTimeout time.Duration
+
+	// ReadTimeout bounds the reading of one framed TCP message, from its
+	// first byte to its last; a message still incomplete then ends the
+	// connection with reason ErrReadTimeout (against slow senders). It does
+	// not apply to FrameRaw, where a message is one read. Zero or negative:
+	// no limit.
+	ReadTimeout time.Duration
+
+	// QueueSize is the capacity of each subscription queue, in messages.
+	// When a queue is full, new matching messages are dropped for that
+	// subscription and counted ([Sub.Dropped]). It is also the capacity of
+	// the queue of accepted connections that [Pipe.Accept] takes from.
+	// Zero or negative: DefaultQueueSize.
+	QueueSize int
+
+	// BufferSize is the read buffer size. UDP: datagrams longer than it are
+	// truncated. TCP FrameRaw: the largest message one read returns.
+	// Framed TCP: the initial buffer, grown up to MaxMsgSize for large
+	// frames. Zero or negative: DefaultUDPBufferSize for UDP,
+	// DefaultTCPBufferSize for TCP.
+	BufferSize int
+
+	// Framing sets the message boundaries on TCP. Zero: FrameRaw.
+	// Ignored on UDP, where a datagram is a message.
+	Framing Framing
+
+	// MaxMsgSize is the largest framed TCP message, excluding the frame
+	// header or newline. Larger frames end the connection with
+	// ErrFrameTooLarge. Zero or negative: DefaultMaxMsgSize.
+	MaxMsgSize int
+
+	// ReuseAddr sets SO_REUSEADDR on UDP sockets. TCP listeners always get
+	// it on Unix, as Go's net package does.
+	ReuseAddr bool
+
+	// Linger sets SO_LINGER on TCP connections. Zero: the OS default
+	// (close returns at once, data is sent in the background). Positive:
+	// close blocks up to this long (rounded up to seconds) to send unsent
+	// data. Negative: close discards unsent data and resets the
+	// connection (RST).
+	Linger time.Duration
+
+	// Broadcast sets SO_BROADCAST on UDP sockets.
+	Broadcast bool
+
+	// TLS, if set, runs TLS over TCP pipes: a server needs Certificates
+	// (or GetCertificate); a client verifies the server with RootCAs (nil:
+	// the system pool) and, if ServerName is empty, the host given to
+	// Dial. Ignored on UDP.
+	TLS *tls.Config
+
+	// ListenConfig, if set, is used to make server sockets: its KeepAlive
+	// settings apply, and its Control function runs after p2pd has set its
+	// own socket options (SO_REUSEADDR, SO_BROADCAST).
+	ListenConfig *net.ListenConfig
+
+	// Dialer, if set, is used to make client sockets. Its LocalAddr is
+	// replaced by the route's address; its Control (or ControlContext) runs
+	// after p2pd's own socket options.
+	Dialer *net.Dialer
+
+	// Logger receives recovered panics and errors that have no caller to
+	// return to. Nil: slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *PipeConfig) connectTimeout() time.Duration {
+	if c.ConnectTimeout == 0 {
+		return DefaultConnectTimeout
+	}
+	return c.ConnectTimeout
+}
+
+func (c *PipeConfig) queueSize() int {
+	if c.QueueSize <= 0 {
+		return DefaultQueueSize
+	}
+	return c.QueueSize
+}
+
+func (c *PipeConfig) bufferSize(proto Proto) int {
+	if c.BufferSize > 0 {
+		return c.BufferSize
+	}
+	if proto == UDP {
+		return DefaultUDPBufferSize
+	}
+	return DefaultTCPBufferSize
+}
+
+func (c *PipeConfig) maxMsgSize() int {
+	if c.MaxMsgSize <= 0 {
+		return DefaultMaxMsgSize
+	}
+	return c.MaxMsgSize
+}
+
+func (c *PipeConfig) logger() *slog.Logger {
+	if c.Logger != nil {
+		return c.Logger
+	}
+	return slog.Default()
+}
+
+// lingerSecs returns the SO_LINGER value for net.TCPConn.SetLinger and
+// whether to set it at all.
+func (c *PipeConfig) lingerSecs() (int, bool) {
+	switch {
+	case c.Linger == 0:
+		return 0, false
+	case c.Linger < 0:
+		return 0, true
+	}
+	return int((c.Linger + time.Second - 1) / time.Second), true
+}

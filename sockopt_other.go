@@ -1,0 +1,21 @@
+//go:build !unix && !windows
+
+package p2pd
+
+import (
+	"fmt"
+	"syscall"
+)
+
+const haveRawRead = false
+
+// BUG(p2pd): On systems other than Unix and Windows, ReuseAddr and
+// Broadcast are not supported and idle TCP connections keep their buffer.
+
+func readRaw(fd uintptr, b []byte) (int, bool, error) { panic("p2pd: readRaw not supported") }
+
+func setSockopts(rc syscall.RawConn, reuse, bcast bool) error {
+	return fmt.Errorf("p2pd: socket options: %w", ErrUnsupported)
+}
+
+func isAddrInUse(err error) bool { return false }

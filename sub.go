@@ -1,0 +1,158 @@
+package p2pd
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"slices"
+	"sync"
+	"sync/atomic"
+)
+
+// Msg is a message taken from a subscription. Data belongs to the
+// receiver.
+type Msg struct {
+	Data []byte
+	From netip.AddrPort
+	Pipe *Pipe // the pipe it arrived on (for a TCP server: the connection's pipe)
+}
+
+// Sub is a subscription: a bounded queue of the messages of one pipe that
+// match a pattern and a sender. Make one with [Pipe.Subscribe], read it
+// with [Pipe.Recv].
+type Sub struct {
+	p       *Pipe
+	re      *regexp.Regexp // nil: any message
+	from    netip.AddrPort // invalid: any sender
+	ch      chan Msg
+	dropped atomic.Uint64
+	gone    chan struct{}
+	once    sync.Once
+}
+
+// Dropped returns how many matching messages were discarded because the
+// queue was full.
+func (s *Sub) Dropped() uint64 { return s.dropped.Load() }
+
+// Len returns the number of queued messages.
+func (s *Sub) Len() int { return len(s.ch) }
+
+// Subscribe makes a queue of the messages received on p that match the
+// regular expression pattern (RE2 syntax, unanchored, applied to the raw
+// bytes; "" matches all) and come from the sender from. The zero from
+// matches any sender; an address with port 0 matches any port of that
+// address; otherwise the address and port must be equal (IPv4-mapped
+// addresses are unmapped; a zone-less address matches any zone). So a
+// filter for port 4209 never matches port 42090. Subscribe("", zero) is
+// the catch-all subscription.
+//
+// On a TCP server pipe a subscription sees the messages of every
+// connection; on a connection's pipe, that connection's only. Subscriptions
+// cost nothing while no message matches; a matching message is copied.
+//
+// The queue holds PipeConfig.QueueSize messages. When it is full, new
+// matching messages are dropped for this subscription (others still get
+// them) and counted by [Sub.Dropped]: a flood cannot exhaust memory, and
+// the reader is never blocked behind a slow subscriber.
+func (p *Pipe) Subscribe(pattern string, from netip.AddrPort) (*Sub, error) {
+	s := &Sub{p: p, from: unmap(from), ch: make(chan Msg, p.cfg.queueSize()), gone: make(chan struct{})}
+	if pattern != "" {
+		re, err := regexp.Compile(pattern)
+		if err != nil {
+			return nil, fmt.Errorf("p2pd: subscribe: %w: %w", ErrInvalid, err)
+		}
+		s.re = re
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed.Load() {
+		return nil, ErrPipeClosed
+	}
+	var list []*Sub
+	if old := p.subs.Load(); old != nil {
+		list = slices.Clone(*old)
+	}
+	list = append(list, s)
+	p.subs.Store(&list)
+	return s, nil
+}
+
+// Unsubscribe removes s from p. Recv calls waiting on it return an error
+// wrapping ErrInvalid; queued messages are discarded.
+func (p *Pipe) Unsubscribe(s *Sub) {
+	if s == nil || s.p != p {
+		return
+	}
+	p.mu.Lock()
+	if old := p.subs.Load(); old != nil {
+		list := slices.DeleteFunc(slices.Clone(*old), func(x *Sub) bool { return x == s })
+		if len(list) == 0 {
+			p.subs.Store(nil)
+		} else {
+			p.subs.Store(&list)
+		}
+	}
+	p.mu.Unlock()
+	s.once.Do(func() { close(s.gone) })
+}
+
+// Recv returns the next message of subscription s, waiting for one until
+// ctx ends (ctx.Err()) or the pipe closes (ErrPipeClosed). Messages queued
+// before the close are still returned first. Several goroutines may Recv
+// on one subscription; each message goes to one of them.
+func (p *Pipe) Recv(ctx context.Context, s *Sub) (Msg, error) {
+	if s == nil || s.p != p {
+		return Msg{}, fmt.Errorf("p2pd: recv: %w: subscription of another pipe", ErrInvalid)
+	}
+	select {
+	case m := <-s.ch:
+		return m, nil
+	default:
+	}
+	select {
+	case m := <-s.ch:
+		return m, nil
+	case <-ctx.Done():
+		return Msg{}, ctx.Err()
+	case <-p.quit:
+		return Msg{}, ErrPipeClosed
+	case <-s.gone:
+		return Msg{}, fmt.Errorf("p2pd: recv: %w: unsubscribed", ErrInvalid)
+	}
+}
+
+// match reports whether s wants a message.
+func (s *Sub) match(msg []byte, from netip.AddrPort) bool {
+	if s.from.IsValid() {
+		a := from.Addr()
+		if s.from.Addr().Zone() == "" {
+			a = a.WithZone("")
+		}
+		if a != s.from.Addr() || (s.from.Port() != 0 && s.from.Port() != from.Port()) {
+			return false
+		}
+	}
+	return s.re == nil || s.re.Match(msg)
+}
+
+func deliverSubs(subs []*Sub, msg []byte, from netip.AddrPort, p *Pipe) {
+	var data []byte // one copy shared by every matching subscription
+	for _, s := range subs {
+		if !s.match(msg, from) {
+			continue
+		}
+		if data == nil {
+			data = bytes.Clone(msg)
+			if data == nil {
+				data = []byte{}
+			}
+		}
+		select {
+		case s.ch <- Msg{Data: data, From: from, Pipe: p}:
+		default:
+			s.dropped.Add(1)
+		}
+	}
+}
