@@ -275,20 +275,26 @@ func u32(what string, v []byte) (uint32, error) {
 // skipped. Malformed input returns an error.
 func ParseAddrs(b []byte) ([]Addr, error) {
 	var out []Addr
-	_, err := parseMsgs(b, func(typ, _ uint16, _, _ uint32, p []byte) error {
-		if typ != rtmNewAddr {
-			return nil
-		}
-		a, ok, err := parseAddr(p)
-		if ok {
-			out = append(out, a)
-		}
-		return err
-	})
-	if err != nil {
+	sink := collect(rtmNewAddr, parseAddr, &out)
+	if _, err := parseMsgs(b, func(typ, _ uint16, _, _ uint32, p []byte) error { return sink(typ, p) }); err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+// collect returns a message handler that parses the messages of type want
+// with parse and appends what it keeps to *out; other types are skipped.
+func collect[T any](want uint16, parse func([]byte) (T, bool, error), out *[]T) func(typ uint16, p []byte) error {
+	return func(typ uint16, p []byte) error {
+		if typ != want {
+			return nil
+		}
+		v, ok, err := parse(p)
+		if ok {
+			*out = append(*out, v)
+		}
+		return err
+	}
 }
 
 // parseAddr parses the payload of one RTM_NEWADDR message; ok is false for
@@ -356,17 +362,8 @@ func cstring(v []byte) string {
 // families, and malformed input as [ParseAddrs] does.
 func ParseRoutes(b []byte) ([]Route, error) {
 	var out []Route
-	_, err := parseMsgs(b, func(typ, _ uint16, _, _ uint32, p []byte) error {
-		if typ != rtmNewRoute {
-			return nil
-		}
-		r, ok, err := parseRoute(p)
-		if ok {
-			out = append(out, r)
-		}
-		return err
-	})
-	if err != nil {
+	sink := collect(rtmNewRoute, parseRoute, &out)
+	if _, err := parseMsgs(b, func(typ, _ uint16, _, _ uint32, p []byte) error { return sink(typ, p) }); err != nil {
 		return nil, err
 	}
 	return out, nil

@@ -24,16 +24,7 @@ func dumpAddrs(family uint8) ([]Addr, error) {
 	req := make([]byte, ifaddrmsgLen)
 	req[0] = family
 	var out []Addr
-	err := dump(rtmGetAddr, req, func() { out = out[:0] }, func(typ uint16, p []byte) error {
-		if typ != rtmNewAddr {
-			return nil
-		}
-		a, ok, err := parseAddr(p)
-		if ok {
-			out = append(out, a)
-		}
-		return err
-	})
+	err := dump(rtmGetAddr, req, func() { out = out[:0] }, collect(rtmNewAddr, parseAddr, &out))
 	if err != nil {
 		return nil, err
 	}
@@ -47,16 +38,7 @@ func dumpRoutes(family uint8) ([]Route, error) {
 	req := make([]byte, rtmsgLen)
 	req[0] = family
 	var out []Route
-	err := dump(rtmGetRoute, req, func() { out = out[:0] }, func(typ uint16, p []byte) error {
-		if typ != rtmNewRoute {
-			return nil
-		}
-		r, ok, err := parseRoute(p)
-		if ok {
-			out = append(out, r)
-		}
-		return err
-	})
+	err := dump(rtmGetRoute, req, func() { out = out[:0] }, collect(rtmNewRoute, parseRoute, &out))
 	if err != nil {
 		return nil, err
 	}
