@@ -12,7 +12,7 @@ const haveRawRead = false
 // BUG(p2pd): On systems other than Unix and Windows, ReuseAddr and
 // Broadcast are not supported and idle TCP connections keep their buffer.
 
-func readRaw(fd uintptr, b []byte) (int, bool, error) { panic("p2pd: readRaw not supported") }
+func readRaw(fd uintptr, b []byte) (int, bool, error) { return 0, false, ErrUnsupported } // never called: haveRawRead is false
 
 func setSockopts(rc syscall.RawConn, reuse, bcast bool) error {
 	return fmt.Errorf("p2pd: socket options: %w", ErrUnsupported)

@@ -14,7 +14,7 @@ const haveRawRead = false
 
 // BUG(p2pd): On Windows, an idle TCP connection keeps its read buffer.
 
-func readRaw(fd uintptr, b []byte) (int, bool, error) { panic("p2pd: readRaw on windows") }
+func readRaw(fd uintptr, b []byte) (int, bool, error) { return 0, false, ErrUnsupported } // never called: haveRawRead is false
 
 const wsaeaddrinuse = syscall.Errno(10048)
 
