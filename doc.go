@@ -2,6 +2,34 @@
 // and protocols at once, on IPv4 and IPv6, on the LAN and from outside. It is
 // the Daemon of P2PD, the Python peer-to-peer networking library, in Go.
 //
+// # Daemons
+//
+// A [Daemon] is a server made of many listeners that share one
+// [MsgCallback]. [Daemon.ListenAll] expands targets (interfaces, routes,
+// route pools) × ports × protocols × address families into listeners; IPv6
+// is served twice, on the global address and on the link-local one with its
+// zone, so a server is reachable from outside and on the LAN:
+//
+//	d := &p2pd.Daemon{MsgCB: p2pd.MsgCallbackFunc(func(msg []byte, from netip.AddrPort, p *p2pd.Pipe) {
+//		p.Send(msg, from)
+//	})}
+//	defer d.Close()
+//	ports, _ := p2pd.ParsePorts("10000,30000-30100")
+//	_, err := d.ListenAll(ctx, []p2pd.Target{ifc}, ports, []p2pd.Proto{p2pd.TCP, p2pd.UDP}, p2pd.AnyFamily)
+//
+// [Daemon.ListenSpecific] binds routes exactly as bound (the wildcard, the
+// loopback), [Daemon.Lookup] finds a listener by family, protocol, port and
+// address, and [Daemon.Shutdown] stops gracefully.
+//
+// # Pipes
+//
+// Every message is sent and received through a [Pipe]: the same API for TCP
+// and UDP, IPv4 and IPv6, client and server. [Listen] opens a server pipe on
+// a bound route, [Dial] a client pipe. Messages reach the pipe's
+// MsgCallback, and subscriptions ([Pipe.Subscribe], [Pipe.Recv]) for code
+// that prefers to pull. TCP messages are whatever one read returns, or
+// framed by newlines or length prefixes ([Framing]).
+//
 // # Interfaces and routes
 //
 // An [Interface] is a network interface with every address and its state
