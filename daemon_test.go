@@ -823,16 +823,25 @@ func dmSlowDaemon(t *testing.T) (d *p2pd.Daemon, addr string, started chan struc
 	return d, p.LocalAddr().String(), started, release
 }
 
-func TestShutdownLetsInFlightFinish(t *testing.T) {
+// dmBusyDaemon returns a slow daemon whose callback is running for a
+// message sent on c; closing release lets it finish.
+func dmBusyDaemon(t *testing.T) (d *p2pd.Daemon, addr string, c net.Conn, release chan struct{}) {
+	t.Helper()
 	d, addr, started, release := dmSlowDaemon(t)
-	defer d.Close()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
+		d.Close()
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	c.Write([]byte("m"))
 	<-started
+	return d, addr, c, release
+}
+
+func TestShutdownLetsInFlightFinish(t *testing.T) {
+	d, addr, c, release := dmBusyDaemon(t)
+	defer d.Close()
 	shut := make(chan error, 1)
 	go func() { shut <- d.Shutdown(context.Background()) }()
 	select {
@@ -872,18 +881,11 @@ func TestShutdownLetsInFlightFinish(t *testing.T) {
 }
 
 func TestShutdownDeadline(t *testing.T) {
-	d, addr, started, release := dmSlowDaemon(t)
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.Write([]byte("m"))
-	<-started
+	d, addr, _, release := dmBusyDaemon(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	t0 := time.Now()
-	err = d.Shutdown(ctx)
+	err := d.Shutdown(ctx)
 	if el := time.Since(t0); !errors.Is(err, context.DeadlineExceeded) || el > 2*time.Second {
 		t.Fatalf("Shutdown = %v after %v, want DeadlineExceeded at about 100ms", err, el)
 	}
@@ -900,14 +902,7 @@ func TestShutdownDeadline(t *testing.T) {
 }
 
 func TestCloseAtOnce(t *testing.T) {
-	d, addr, started, release := dmSlowDaemon(t)
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.Write([]byte("m"))
-	<-started
+	d, _, c, release := dmBusyDaemon(t)
 	closed := make(chan error, 1)
 	go func() { closed <- d.Close() }()
 	// The connection is closed at once, before the callback returns.
