@@ -147,18 +147,10 @@ func (d *Daemon) pipeConfig() *PipeConfig {
 	if d.OnUp != nil {
 		c.OnUp = d.OnUp
 	}
-	onEnd := c.OnEnd
 	if d.OnEnd != nil {
-		onEnd = d.OnEnd
+		c.OnEnd = d.OnEnd
 	}
-	c.OnEnd = func(p *Pipe, reason error) {
-		if p.IsServer() {
-			d.forget(p)
-		}
-		if onEnd != nil {
-			onEnd(p, reason)
-		}
-	}
+	c.ended = d.forget
 	c.Logger = d.logger()
 	return &c
 }
@@ -290,8 +282,11 @@ func checkSpecifics(op string, specs []Specific) ([]Specific, error) {
 // open binds specs, under a reservation of len(specs) made by the caller.
 func (d *Daemon) open(ctx context.Context, op string, specs []Specific) ([]*Pipe, error) {
 	d.mu.Lock()
-	cfg := d.pipeConfig()
+	cfg, err := copyConfig(d.pipeConfig())
 	d.mu.Unlock()
+	if err != nil {
+		return nil, wrapOp(op, err)
+	}
 
 	opened := make([]*Pipe, 0, len(specs))
 	openedSpecs := make([]Specific, 0, len(specs))
@@ -317,7 +312,7 @@ func (d *Daemon) open(ctx context.Context, op string, specs []Specific) ([]*Pipe
 			}
 			taken[k] = true
 		}
-		p, err := Listen(ctx, s.Proto, s.Route, cfg)
+		p, err := listenShared(ctx, s.Proto, s.Route, cfg)
 		if err != nil {
 			if !errors.As(err, &be) {
 				be.Err = err
@@ -480,13 +475,17 @@ func (d *Daemon) stop() []*Pipe {
 // callbacks that were running. It may be called more than once and concurrently
 // with Shutdown. Errors of the listeners' Close are joined.
 func (d *Daemon) Close() error {
-	var errs []error
-	for _, p := range d.stop() {
-		if err := p.Close(); err != nil {
-			errs = append(errs, err)
+	ps := d.stop()
+	// Close them all, then wait for them all: they end in parallel.
+	for _, p := range ps {
+		p.closeNoWait()
+	}
+	if !isWorker() {
+		for _, p := range ps {
+			<-p.done
 		}
 	}
-	return errors.Join(errs...)
+	return nil
 }
 
 // Shutdown stops the daemon gracefully: every listener stops accepting and

@@ -101,6 +101,7 @@ type Pipe struct {
 	pc   net.PacketConn  // adopted UDP server that is not a *net.UDPConn
 	conn net.Conn        // TCP connection, maybe *tls.Conn
 	rc   syscall.RawConn // raw reads of a plain TCP connection, or nil
+	ub   *udpBatch       // batched UDP I/O, or nil
 
 	cb    atomic.Pointer[cbBox]
 	subs  atomic.Pointer[[]*Sub]
@@ -113,9 +114,10 @@ type Pipe struct {
 
 	mu      sync.Mutex
 	reason  error
-	conns   map[*Pipe]struct{}       // TCP server: live connections
+	conns   map[*Pipe]struct{}       // TCP server: live connections (made at the first)
 	byAddr  map[netip.AddrPort]*Pipe // TCP server: connections by peer
-	acceptQ chan *Pipe               // TCP server: for Accept
+	acceptQ chan *Pipe               // TCP server: for Accept (made when first needed)
+	wid     uint64                   // the goroutine's id once it has run a callback; its own
 	dropped atomic.Uint64            // TCP server: connections Accept never saw
 }
 
@@ -126,11 +128,6 @@ func newPipe(cfg *PipeConfig, proto Proto, server bool, parent *Pipe) *Pipe {
 		quit: make(chan struct{}), done: make(chan struct{})}
 	if parent == nil {
 		p.cb.Store(&cbBox{cfg.MsgCB})
-	}
-	if server && proto == TCP {
-		p.conns = make(map[*Pipe]struct{})
-		p.byAddr = make(map[netip.AddrPort]*Pipe)
-		p.acceptQ = make(chan *Pipe, cfg.queueSize())
 	}
 	return p
 }
@@ -157,6 +154,13 @@ func Listen(ctx context.Context, proto Proto, r Route, c *PipeConfig) (*Pipe, er
 	if err != nil {
 		return nil, &BindError{Family: r.Family, Proto: proto, Addr: r.Bound, Err: err}
 	}
+	return listenShared(ctx, proto, r, cfg)
+}
+
+// listenShared is Listen with a config already copied, which the pipe may share
+// with others (a Daemon shares one per call).
+func listenShared(ctx context.Context, proto Proto, r Route, cfg *PipeConfig) (*Pipe, error) {
+	var err error
 	if proto != TCP && proto != UDP {
 		return nil, &BindError{Family: r.Family, Proto: proto, Addr: r.Bound, Err: fmt.Errorf("%w: protocol %v", ErrInvalid, proto)}
 	}
@@ -198,6 +202,9 @@ func Listen(ctx context.Context, proto Proto, r Route, c *PipeConfig) (*Pipe, er
 	p.local = netip.AddrPortFrom(r.Bound.Addr(), p.localFromSocket().Port())
 	r.Bound = p.local
 	p.route = r
+	if p.udp != nil {
+		p.initBatchBound(fam, sa)
+	}
 	p.start()
 	return p, nil
 }
@@ -462,20 +469,17 @@ func unmap(ap netip.AddrPort) netip.AddrPort {
 
 // start runs the pipe's goroutine.
 func (p *Pipe) start() {
-	var fn func()
 	switch {
 	case p.ln != nil:
-		fn = p.acceptLoop
+		go p.acceptLoop()
 	case p.proto == UDP:
-		fn = p.udpLoop
+		if p.udp != nil && p.ub == nil {
+			p.initBatch()
+		}
+		go p.udpLoop()
 	default:
-		fn = p.connLoop
+		go p.connLoop()
 	}
-	go func() {
-		id := enterWorker()
-		defer leaveWorker(id)
-		fn()
-	}()
 }
 
 // Send sends msg. On a UDP server pipe it goes to any address to; on a
@@ -495,11 +499,7 @@ func (p *Pipe) Send(msg []byte, to netip.AddrPort) error {
 		if !to.IsValid() {
 			return fmt.Errorf("p2pd: send: %w: UDP server pipe needs a destination", ErrInvalid)
 		}
-		if p.udp != nil {
-			_, err = p.udp.WriteToUDPAddrPort(msg, to)
-		} else {
-			_, err = p.pc.WriteTo(msg, net.UDPAddrFromAddrPort(to))
-		}
+		err = p.sendTo(msg, to)
 	case p.proto == UDP:
 		if to.IsValid() && !sameAddr(to, p.remote) {
 			return fmt.Errorf("p2pd: send to %v: %w: a client pipe only sends to its peer %v", to, ErrInvalid, p.remote)
@@ -574,22 +574,34 @@ func (p *Pipe) client(to netip.AddrPort) *Pipe {
 // PipeConfig.QueueSize; beyond that they are served but not queued. The
 // returned pipe may have ended already (see [Pipe.Done]).
 func (p *Pipe) Accept(ctx context.Context) (*Pipe, error) {
-	if p.acceptQ == nil {
+	if p.ln == nil {
 		return nil, fmt.Errorf("p2pd: accept: %w: not a TCP server pipe", ErrInvalid)
 	}
+	q := p.acceptQueue()
 	select {
-	case c := <-p.acceptQ:
+	case c := <-q:
 		return c, nil
 	default:
 	}
 	select {
-	case c := <-p.acceptQ:
+	case c := <-q:
 		return c, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	case <-p.quit:
 		return nil, ErrPipeClosed
 	}
+}
+
+// acceptQueue returns the queue Accept takes from, made at the first
+// connection or Accept call: an idle listener holds none.
+func (p *Pipe) acceptQueue() chan *Pipe {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.acceptQ == nil {
+		p.acceptQ = make(chan *Pipe, p.cfg.queueSize())
+	}
+	return p.acceptQ
 }
 
 // Clients returns the pipes of a TCP server's live connections.
@@ -670,16 +682,21 @@ func (p *Pipe) Err() error {
 // pipe ends when the callback returns. Close is idempotent and always
 // returns nil.
 func (p *Pipe) Close() error {
-	p.terminate(nil)
-	if p.conns != nil {
-		for _, c := range p.Clients() {
-			c.terminate(nil)
-		}
-	}
+	p.closeNoWait()
 	if !isWorker() {
 		<-p.done
 	}
 	return nil
+}
+
+// closeNoWait closes the pipe and, on a TCP server, its connections.
+func (p *Pipe) closeNoWait() {
+	p.terminate(nil)
+	if p.ln != nil {
+		for _, c := range p.Clients() {
+			c.terminate(nil)
+		}
+	}
 }
 
 // Shutdown ends the pipe gracefully: it stops accepting connections and
@@ -730,6 +747,9 @@ func (p *Pipe) terminate(reason error) {
 	p.reason = reason
 	close(p.quit)
 	p.mu.Unlock()
+	if p.ub != nil {
+		p.ub.close()
+	}
 	switch {
 	case p.ln != nil:
 		p.ln.Close()
@@ -755,10 +775,17 @@ func (p *Pipe) finish() {
 	p.mu.Lock()
 	reason := p.reason
 	p.mu.Unlock()
+	if f := p.cfg.ended; f != nil && p.server {
+		f(p)
+	}
 	if f := p.cfg.OnEnd; f != nil {
+		p.asWorker()
 		p.safely("OnEnd", func() { f(p, reason) })
 	}
 	close(p.done)
+	if p.wid != 0 {
+		leaveWorker(p.wid)
+	}
 }
 
 func (p *Pipe) safely(what string, fn func()) {
@@ -779,34 +806,55 @@ func (p *Pipe) logPanic(what string, r any) {
 // up calls OnUp.
 func (p *Pipe) up() {
 	if f := p.cfg.OnUp; f != nil {
+		p.asWorker()
 		p.safely("OnUp", func() { f(p) })
 	}
 }
 
-// acceptLoop is a TCP server's goroutine.
+// acceptLoop is a TCP server's goroutine. Its cold paths are functions of
+// their own, so that the goroutine of an idle listener, parked in Accept,
+// fits in the smallest stack.
 func (p *Pipe) acceptLoop() {
 	var reason error
 	var delay time.Duration
 	for {
 		c, err := p.ln.Accept()
-		if err != nil {
-			if p.closed.Load() || p.draining.Load() {
-				break
-			}
-			if isTemporary(err) {
-				delay = backoff(delay)
-				p.cfg.logger().Warn("p2pd: accept error, retrying", "addr", p.local, "err", err, "delay", delay)
-				if !p.sleep(delay) {
-					break
-				}
-				continue
-			}
-			reason = err
+		if err == nil {
+			delay = 0
+			p.addConn(c)
+			continue
+		}
+		var end bool
+		if end, reason = p.acceptError(err, &delay); end {
 			break
 		}
-		delay = 0
-		p.addConn(c)
 	}
+	p.endServer(reason)
+}
+
+// acceptError decides what an accept error means: end the server (with
+// reason, nil for a local close), or accept again, after a backoff for
+// errors worth retrying.
+//
+//go:noinline
+func (p *Pipe) acceptError(err error, delay *time.Duration) (end bool, reason error) {
+	if p.closed.Load() || p.draining.Load() {
+		return true, nil
+	}
+	if isTemporary(err) {
+		*delay = backoff(*delay)
+		p.cfg.logger().Warn("p2pd: accept error, retrying", "addr", p.local, "err", err, "delay", *delay)
+		return !p.sleep(*delay), nil
+	}
+	return true, err
+}
+
+// endServer ends a TCP server once it accepts no more: it waits for the
+// connections, which end on their own when draining, or because the
+// server closed them.
+//
+//go:noinline
+func (p *Pipe) endServer(reason error) {
 	if reason != nil {
 		p.terminate(reason)
 		for _, c := range p.Clients() {
@@ -816,8 +864,6 @@ func (p *Pipe) acceptLoop() {
 	if !p.draining.Load() {
 		p.terminate(nil)
 	}
-	// Wait for the connections: they end on their own when draining,
-	// or because terminate closed them.
 	for {
 		p.mu.Lock()
 		var c *Pipe
@@ -834,6 +880,7 @@ func (p *Pipe) acceptLoop() {
 	p.finish()
 }
 
+//go:noinline
 func (p *Pipe) addConn(conn net.Conn) {
 	c := newPipe(p.cfg, TCP, false, p)
 	c.local = addrPortOf(conn.LocalAddr())
@@ -855,6 +902,10 @@ func (p *Pipe) addConn(conn net.Conn) {
 		p.mu.Unlock()
 		conn.Close()
 		return
+	}
+	if p.conns == nil {
+		p.conns = make(map[*Pipe]struct{})
+		p.byAddr = make(map[netip.AddrPort]*Pipe)
 	}
 	p.conns[c] = struct{}{}
 	p.byAddr[c.remote] = c
@@ -904,7 +955,7 @@ func (p *Pipe) connLoop() {
 	if err == nil {
 		if p.parent != nil {
 			select {
-			case p.parent.acceptQ <- p:
+			case p.parent.acceptQueue() <- p:
 			default:
 				p.parent.dropped.Add(1)
 			}
@@ -992,51 +1043,6 @@ func (p *Pipe) readLoop() error {
 
 func (p *Pipe) deliverTCP(msg []byte) { p.dispatch(msg, p.remote) }
 
-// udpLoop is the goroutine of a UDP pipe.
-func (p *Pipe) udpLoop() {
-	if !p.server {
-		p.up()
-	}
-	buf := make([]byte, p.cfg.bufferSize(UDP))
-	var reason error
-	var delay time.Duration
-	for {
-		var n int
-		var from netip.AddrPort
-		var err error
-		if p.udp != nil {
-			n, from, err = p.udp.ReadFromUDPAddrPort(buf)
-		} else {
-			var a net.Addr
-			n, a, err = p.pc.ReadFrom(buf)
-			from = addrPortOf(a)
-		}
-		if err == nil {
-			delay = 0
-			p.dispatch(buf[:n], unmap(from))
-			continue
-		}
-		if p.closed.Load() || p.draining.Load() {
-			break
-		}
-		if errors.Is(err, syscall.ECONNREFUSED) {
-			continue // ICMP port unreachable on a connected socket: one per datagram sent
-		}
-		if isTemporary(err) {
-			delay = backoff(delay)
-			p.cfg.logger().Warn("p2pd: UDP read error, retrying", "addr", p.local, "err", err, "delay", delay)
-			if !p.sleep(delay) {
-				break
-			}
-			continue
-		}
-		reason = err
-		break
-	}
-	p.terminate(reason)
-	p.finish()
-}
-
 // dispatch hands one received message to subscriptions, linked pipes and
 // the callback. It allocates nothing unless a subscription matches.
 func (p *Pipe) dispatch(msg []byte, from netip.AddrPort) {
@@ -1063,6 +1069,9 @@ func (p *Pipe) dispatch(msg []byte, from netip.AddrPort) {
 }
 
 func (p *Pipe) callCB(cb MsgCallback, msg []byte, from netip.AddrPort) {
+	if p.wid == 0 {
+		p.asWorker()
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			p.logPanic("MsgCB", r)
@@ -1071,12 +1080,22 @@ func (p *Pipe) callCB(cb MsgCallback, msg []byte, from netip.AddrPort) {
 	cb.MsgCB(msg, from, p)
 }
 
-// Worker goroutines (every pipe goroutine, which runs the callbacks) are
-// known by goroutine id, so that Close called from a callback does not
-// wait for itself. x/net/http2 reads the id the same way.
+// A pipe's goroutine is known by its goroutine id from its first
+// callback on (a pipe that never calls back never pays for it), so that
+// Close called from a callback does not wait for itself. x/net/http2
+// reads the id the same way.
 var workers struct {
 	sync.Mutex
 	m map[uint64]int
+	n atomic.Int64 // len(m), read without the lock
+}
+
+// asWorker registers the pipe's goroutine before a callback; only that
+// goroutine calls it.
+func (p *Pipe) asWorker() {
+	if p.wid == 0 {
+		p.wid = enterWorker()
+	}
 }
 
 func goid() uint64 {
@@ -1104,6 +1123,7 @@ func enterWorker() uint64 {
 		workers.m = make(map[uint64]int)
 	}
 	workers.m[id]++
+	workers.n.Store(int64(len(workers.m)))
 	workers.Unlock()
 	return id
 }
@@ -1113,10 +1133,16 @@ func leaveWorker(id uint64) {
 	if workers.m[id]--; workers.m[id] <= 0 {
 		delete(workers.m, id)
 	}
+	workers.n.Store(int64(len(workers.m)))
 	workers.Unlock()
 }
 
+// isWorker reports whether the caller is a pipe's goroutine running a
+// callback.
 func isWorker() bool {
+	if workers.n.Load() == 0 {
+		return false
+	}
 	id := goid()
 	workers.Lock()
 	defer workers.Unlock()

@@ -14,6 +14,7 @@ const (
 	DefaultUDPBufferSize  = 64 << 10 // the largest UDP payload
 	DefaultTCPBufferSize  = 16 << 10
 	DefaultMaxMsgSize     = 1 << 20
+	DefaultUDPBatch       = 32 // datagrams per system call, where batches exist (Linux)
 )
 
 // PipeConfig holds the settings of a pipe. Its zero value is a valid
@@ -72,6 +73,15 @@ type PipeConfig struct {
 	// DefaultTCPBufferSize for TCP.
 	BufferSize int
 
+	// UDPBatch is how many datagrams a UDP pipe reads with one system call,
+	// and how many of the replies sent while it dispatches them leave
+	// together in one, where the system can batch (Linux: recvmmsg and
+	// sendmmsg). Such a queued Send returns nil at once; should the system
+	// then refuse the datagram, it is dropped and logged. Receive buffers
+	// come from a pool while datagrams arrive: an idle pipe holds none.
+	// Zero or negative: DefaultUDPBatch; 1: one datagram per call.
+	UDPBatch int
+
 	// Framing sets the message boundaries on TCP. Zero: FrameRaw.
 	// Ignored on UDP, where a datagram is a message.
 	Framing Framing
@@ -114,6 +124,8 @@ type PipeConfig struct {
 	// Logger receives recovered panics and errors that have no caller to
 	// return to. Nil: slog.Default().
 	Logger *slog.Logger
+
+	ended func(*Pipe) // the owner's hook for a server pipe that ended, before OnEnd
 }
 
 func (c *PipeConfig) connectTimeout() time.Duration {
@@ -138,6 +150,13 @@ func (c *PipeConfig) bufferSize(proto Proto) int {
 		return DefaultUDPBufferSize
 	}
 	return DefaultTCPBufferSize
+}
+
+func (c *PipeConfig) udpBatch() int {
+	if c.UDPBatch <= 0 {
+		return DefaultUDPBatch
+	}
+	return c.UDPBatch
 }
 
 func (c *PipeConfig) maxMsgSize() int {

@@ -1,0 +1,6 @@
+//go:build !linux
+
+package mmsg
+
+// Supported reports whether batched reads and writes exist here.
+const Supported = false

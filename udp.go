@@ -1,0 +1,83 @@
+package p2pd
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"syscall"
+	"time"
+)
+
+// udpLoop is the goroutine of a UDP pipe.
+func (p *Pipe) udpLoop() {
+	if !p.server {
+		p.up()
+	}
+	var reason error
+	if p.ub != nil {
+		reason = p.udpBatchLoop()
+	} else {
+		reason = p.udpReadLoop()
+	}
+	p.terminate(reason)
+	p.finish()
+}
+
+// udpReadLoop reads one datagram per call into a buffer it keeps: the
+// portable path, also taken by adopted sockets that are not *net.UDPConn.
+func (p *Pipe) udpReadLoop() error {
+	buf := make([]byte, p.cfg.bufferSize(UDP))
+	var delay time.Duration
+	for {
+		var n int
+		var from netip.AddrPort
+		var err error
+		if p.udp != nil {
+			n, from, err = p.udp.ReadFromUDPAddrPort(buf)
+		} else {
+			var a net.Addr
+			n, a, err = p.pc.ReadFrom(buf)
+			from = addrPortOf(a)
+		}
+		if err == nil {
+			delay = 0
+			p.dispatch(buf[:n], unmap(from))
+			continue
+		}
+		if end, reason := p.udpReadError(err, &delay); end {
+			return reason
+		}
+	}
+}
+
+// udpReadError decides what a UDP read error means: end the pipe (with
+// reason, nil for a local close), or read again, after a backoff for
+// errors worth retrying.
+func (p *Pipe) udpReadError(err error, delay *time.Duration) (end bool, reason error) {
+	switch {
+	case p.closed.Load() || p.draining.Load():
+		return true, nil
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return false, nil // ICMP port unreachable on a connected socket: one per datagram sent
+	case isTemporary(err):
+		*delay = backoff(*delay)
+		p.cfg.logger().Warn("p2pd: UDP read error, retrying", "addr", p.local, "err", err, "delay", *delay)
+		return !p.sleep(*delay), nil
+	}
+	return true, err
+}
+
+// sendTo sends one datagram from a UDP server pipe. While the pipe's
+// goroutine dispatches a batch of datagrams it may queue it instead, to
+// send the batch's replies together (see PipeConfig.UDPBatch).
+func (p *Pipe) sendTo(msg []byte, to netip.AddrPort) error {
+	if p.udp == nil {
+		_, err := p.pc.WriteTo(msg, net.UDPAddrFromAddrPort(to))
+		return err
+	}
+	if p.ub != nil && p.ub.queue(p, msg, to) {
+		return nil
+	}
+	_, err := p.udp.WriteToUDPAddrPort(msg, to)
+	return err
+}

@@ -1,0 +1,346 @@
+package p2pd
+
+import (
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/p2pd/p2pd/internal/mmsg"
+)
+
+// udpBatch is the batched I/O of a UDP pipe on Linux. Its goroutine reads
+// up to n datagrams per recvmmsg into a receive batch taken from a pool
+// only while the socket has data, so an idle pipe holds no buffer. While
+// it dispatches a batch, Sends on the pipe are queued and leave together
+// in one sendmmsg when the batch's callbacks have returned, when the queue
+// is full, or at the latest after maxQueueDelay (a callback that blocks
+// holds nobody's replies longer than that).
+type udpBatch struct {
+	rc     syscall.RawConn
+	family int    // unix.AF_INET or unix.AF_INET6
+	scope  uint32 // the bound address's IPv6 scope id, 0 if none
+	zone   string // its zone as the pipe knows it
+	n      int
+	slot   int
+
+	// Reader-only state.
+	recv  *mmsg.RecvBatch
+	nrecv int
+	rerr  error
+	zones map[uint32]string // scope id → zone name cache
+	read  func(fd uintptr) bool
+
+	active atomic.Bool // a batch is being dispatched (hint; mu decides)
+
+	mu     sync.Mutex
+	p      *Pipe
+	q      *mmsg.SendBatch
+	timer  *time.Timer
+	closed bool
+	serr   error
+	write  func(fd uintptr) bool
+
+	sendErrs atomic.Uint64 // queued replies the system refused
+	lastLog  atomic.Int64
+	batches  atomic.Uint64 // batches of more than one datagram
+	queued   atomic.Uint64 // Sends queued
+	holding  atomic.Bool   // the reader holds a receive batch
+}
+
+// maxQueueDelay bounds how long a queued Send waits.
+const maxQueueDelay = time.Millisecond
+
+// initBatch sets up batched I/O for a *net.UDPConn pipe, before its
+// goroutine starts, asking the socket for its family and scope. Without it
+// (an error here) the pipe reads one datagram at a time.
+func (p *Pipe) initBatch() {
+	rc, err := p.udp.SyscallConn()
+	if err != nil {
+		return
+	}
+	var sa unix.Sockaddr
+	var serr error
+	if err := rc.Control(func(fd uintptr) { sa, serr = unix.Getsockname(int(fd)) }); err != nil || serr != nil {
+		return
+	}
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		p.setBatch(rc, unix.AF_INET, 0)
+	case *unix.SockaddrInet6:
+		p.setBatch(rc, unix.AF_INET6, sa.ZoneId)
+	}
+}
+
+// initBatchBound is initBatch for a socket Listen made itself: bound to
+// sa, of family f.
+func (p *Pipe) initBatchBound(f Family, sa netip.AddrPort) {
+	rc, err := p.udp.SyscallConn()
+	if err != nil {
+		return
+	}
+	if f == IPv4 {
+		p.setBatch(rc, unix.AF_INET, 0)
+		return
+	}
+	scope, _ := strconv.ParseUint(sa.Addr().Zone(), 10, 32) // resolveZone made it numeric
+	p.setBatch(rc, unix.AF_INET6, uint32(scope))
+}
+
+func (p *Pipe) setBatch(rc syscall.RawConn, family int, scope uint32) {
+	u := &udpBatch{rc: rc, p: p, family: family, scope: scope,
+		n: p.cfg.udpBatch(), slot: p.cfg.bufferSize(UDP), zone: p.local.Addr().Zone()}
+	u.read = u.readFn
+	u.write = u.writeFn
+	p.ub = u
+}
+
+// readFn runs inside RawConn.Read: one recvmmsg, holding a receive batch
+// only while there is something to read.
+func (u *udpBatch) readFn(fd uintptr) bool {
+	if u.recv == nil {
+		if u.recv, u.rerr = mmsg.GetRecv(u.n, u.slot); u.rerr != nil {
+			return true
+		}
+		u.holding.Store(true)
+	}
+	u.nrecv, u.rerr = u.recv.Recv(fd)
+	if u.rerr == unix.EAGAIN {
+		u.release()
+		return false
+	}
+	return true
+}
+
+func (u *udpBatch) release() {
+	if u.recv != nil {
+		mmsg.PutRecv(u.recv)
+		u.recv = nil
+		u.holding.Store(false)
+	}
+}
+
+func (u *udpBatch) holdsBuffers() bool { return u.holding.Load() }
+
+// udpBatchLoop reads and dispatches batches until the pipe ends.
+func (p *Pipe) udpBatchLoop() error {
+	u := p.ub
+	defer u.release()
+	var delay time.Duration
+	for {
+		err := u.rc.Read(u.read)
+		if err == nil && u.rerr != nil {
+			err = os.NewSyscallError("recvmmsg", u.rerr)
+		}
+		if err != nil {
+			if end, reason := p.udpReadError(err, &delay); end {
+				return reason
+			}
+			continue
+		}
+		delay = 0
+		p.dispatchBatch(u, u.recv, u.nrecv)
+	}
+}
+
+func (p *Pipe) dispatchBatch(u *udpBatch, b *mmsg.RecvBatch, n int) {
+	queue := n > 1
+	if queue {
+		u.batches.Add(1)
+		u.begin()
+	}
+	for i := range n {
+		if p.closed.Load() {
+			break // closed by a callback: the rest of the batch is dropped
+		}
+		msg, from, scope, _ := b.Msg(i)
+		if scope != 0 {
+			from = netip.AddrPortFrom(from.Addr().WithZone(u.zoneOf(scope)), from.Port())
+		}
+		p.dispatch(msg, from)
+	}
+	if queue {
+		u.end()
+	}
+}
+
+// zoneOf names the interface of an IPv6 scope id, as the net package
+// would: by name, or by number when there is no such interface.
+func (u *udpBatch) zoneOf(scope uint32) string {
+	if scope == u.scope && u.zone != "" {
+		return u.zone
+	}
+	if z, ok := u.zones[scope]; ok {
+		return z
+	}
+	z := strconv.FormatUint(uint64(scope), 10)
+	if ifc, err := net.InterfaceByIndex(int(scope)); err == nil {
+		z = ifc.Name
+	}
+	if u.zones == nil || len(u.zones) >= 64 {
+		u.zones = make(map[uint32]string)
+	}
+	u.zones[scope] = z
+	return z
+}
+
+var sendBatches sync.Map // [2]int{n, family} → *sync.Pool of *mmsg.SendBatch
+
+func getSendBatch(n, family int) *mmsg.SendBatch {
+	v, ok := sendBatches.Load([2]int{n, family})
+	if !ok {
+		v, _ = sendBatches.LoadOrStore([2]int{n, family}, new(sync.Pool))
+	}
+	if q, _ := v.(*sync.Pool).Get().(*mmsg.SendBatch); q != nil {
+		return q
+	}
+	return mmsg.NewSendBatch(n, family)
+}
+
+func putSendBatch(q *mmsg.SendBatch, n, family int) {
+	if q.Cap() > 256<<10 {
+		return // after a burst of large replies: let it go
+	}
+	if v, ok := sendBatches.Load([2]int{n, family}); ok {
+		v.(*sync.Pool).Put(q)
+	}
+}
+
+// begin starts queueing Sends.
+func (u *udpBatch) begin() {
+	u.mu.Lock()
+	if !u.closed {
+		u.q = getSendBatch(u.n, u.family)
+		u.active.Store(true)
+	}
+	u.mu.Unlock()
+}
+
+// end sends what is queued and stops queueing.
+func (u *udpBatch) end() {
+	u.mu.Lock()
+	if u.q != nil {
+		u.flushLocked()
+		putSendBatch(u.q, u.n, u.family)
+		u.q = nil
+	}
+	u.active.Store(false)
+	if u.timer != nil {
+		u.timer.Stop()
+	}
+	u.mu.Unlock()
+}
+
+// queue queues a copy of msg for to if a batch is being dispatched, and
+// reports whether it did. A destination with a zone other than the bound
+// address's is sent at once.
+func (u *udpBatch) queue(p *Pipe, msg []byte, to netip.AddrPort) bool {
+	if !u.active.Load() {
+		return false
+	}
+	var scope uint32
+	if z := to.Addr().Zone(); z != "" {
+		if z != u.zone || u.scope == 0 {
+			return false
+		}
+		scope = u.scope
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.q == nil || u.closed {
+		return false
+	}
+	if !u.q.Add(msg, to, scope) {
+		if !u.q.Full() && u.q.Pending() == 0 {
+			return false // not sendable on this socket: let the plain path report why
+		}
+		u.flushLocked()
+		if !u.q.Add(msg, to, scope) {
+			return false
+		}
+	}
+	u.queued.Add(1)
+	if u.q.Pending() == 1 {
+		if u.timer == nil {
+			u.timer = time.AfterFunc(maxQueueDelay, u.onTimer)
+		} else {
+			u.timer.Reset(maxQueueDelay)
+		}
+	}
+	return true
+}
+
+func (u *udpBatch) onTimer() {
+	u.mu.Lock()
+	if u.q != nil && !u.closed {
+		u.flushLocked()
+	}
+	u.mu.Unlock()
+}
+
+func (u *udpBatch) writeFn(fd uintptr) bool {
+	u.serr = u.q.Send(fd)
+	return u.serr != unix.EAGAIN
+}
+
+// flushLocked sends everything queued. A datagram the system refuses is
+// dropped, counted and logged: its Send has already returned nil.
+func (u *udpBatch) flushLocked() {
+	for u.q.Pending() > 0 {
+		if err := u.rc.Write(u.write); err != nil {
+			u.failed(err, u.q.Pending())
+			u.q.Reset()
+			return
+		}
+		if u.serr != nil {
+			u.failed(os.NewSyscallError("sendmmsg", u.serr), 1)
+			u.q.Skip()
+		}
+	}
+}
+
+// failed counts dropped replies and logs at most one line per second.
+func (u *udpBatch) failed(err error, n int) {
+	total := u.sendErrs.Add(uint64(n))
+	if u.closed || u.p.closed.Load() {
+		return
+	}
+	now := time.Now().UnixNano()
+	if last := u.lastLog.Load(); now-last >= int64(time.Second) && u.lastLog.CompareAndSwap(last, now) {
+		u.p.cfg.logger().Warn("p2pd: queued UDP reply not sent", "addr", u.p.local, "err", err, "dropped", total)
+	}
+}
+
+// close stops queueing before the socket closes; what is queued gets one
+// attempt that does not wait.
+func (u *udpBatch) close() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.closed {
+		return
+	}
+	u.closed = true
+	u.active.Store(false)
+	if u.timer != nil {
+		u.timer.Stop()
+	}
+	if u.q != nil && u.q.Pending() > 0 {
+		u.rc.Control(func(fd uintptr) {
+			for u.q.Pending() > 0 {
+				if err := u.q.Send(fd); err != nil {
+					if err == unix.EAGAIN {
+						break
+					}
+					u.q.Skip()
+				}
+			}
+		})
+		u.q.Reset()
+	}
+}

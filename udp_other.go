@@ -1,0 +1,16 @@
+//go:build !linux
+
+package p2pd
+
+import "net/netip"
+
+// udpBatch is Linux's batched UDP I/O; elsewhere datagrams are read and
+// sent one by one.
+type udpBatch struct{}
+
+func (p *Pipe) initBatch()                                   {}
+func (p *Pipe) initBatchBound(Family, netip.AddrPort)        {}
+func (p *Pipe) udpBatchLoop() error                          { return p.udpReadLoop() }
+func (u *udpBatch) queue(*Pipe, []byte, netip.AddrPort) bool { return false }
+func (u *udpBatch) close()                                   {}
+func (u *udpBatch) holdsBuffers() bool                       { return false }
