@@ -3,34 +3,111 @@ package p2pd
 import (
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 )
 
-// The benchmarks measure receive and dispatch to a MsgCB, ping-pong style
-// (the callback signals a channel, the sender waits for it) so no
-// datagram is lost. -benchmem's allocs/op counts every goroutine: the
-// sender's write and the pipe's read+dispatch.
+// The benchmarks measure receive and dispatch to a MsgCB. -benchmem's
+// allocs/op counts every goroutine: the sender's writes and the pipe's
+// read and dispatch. Each p2pd benchmark has a "stdlib" twin: the same
+// traffic read by a goroutine with the net package's allocation-free
+// calls, to compare side by side (benchstat, or bench/run's table).
 
-func BenchmarkUDPDispatch(b *testing.B) {
-	got := make(chan struct{}, 1)
-	srv := listen(b, UDP, loopRoute(b, IPv4), &PipeConfig{MsgCB: MsgCallbackFunc(func([]byte, netip.AddrPort, *Pipe) { got <- struct{}{} })})
-	c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(srv.LocalAddr()))
+// udpServer starts either a p2pd UDP pipe or a stdlib read loop calling
+// cb, and returns the address and a stop function.
+func udpServer(b *testing.B, impl string, cb func()) (netip.AddrPort, func()) {
+	if impl == "p2pd" {
+		srv := listen(b, UDP, loopRoute(b, IPv4), &PipeConfig{MsgCB: MsgCallbackFunc(func([]byte, netip.AddrPort, *Pipe) { cb() })})
+		return srv.LocalAddr(), func() { srv.Close() }
+	}
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer c.Close()
-	msg := make([]byte, 64)
-	lost := time.NewTimer(time.Minute) // one timer: time.After would allocate per op
-	defer lost.Stop()
-	b.ReportAllocs()
-	for b.Loop() {
-		c.Write(msg)
-		select {
-		case <-got:
-		case <-lost.C:
-			b.Fatal("datagram lost")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, DefaultUDPBufferSize)
+		for {
+			if _, _, err := c.ReadFromUDPAddrPort(buf); err != nil {
+				return
+			}
+			cb()
 		}
+	}()
+	return c.LocalAddr().(*net.UDPAddr).AddrPort(), func() { c.Close(); <-done }
+}
+
+// BenchmarkUDPDispatch: one datagram at a time, ping-pong (the callback
+// signals, the sender waits), so none is lost.
+func BenchmarkUDPDispatch(b *testing.B) {
+	for _, impl := range []string{"p2pd", "stdlib"} {
+		b.Run(impl, func(b *testing.B) {
+			got := make(chan struct{}, 1)
+			addr, stop := udpServer(b, impl, func() { got <- struct{}{} })
+			defer stop()
+			c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(addr))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			msg := make([]byte, 64)
+			lost := time.NewTimer(time.Minute) // one timer: time.After would allocate per op
+			defer lost.Stop()
+			b.ReportAllocs()
+			for b.Loop() {
+				c.Write(msg)
+				select {
+				case <-got:
+				case <-lost.C:
+					b.Fatal("datagram lost")
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkUDPBurst: bursts of 32 datagrams, the next burst sent when the
+// callback has seen the whole previous one; one op is one datagram. This
+// is where batched reads pay.
+func BenchmarkUDPBurst(b *testing.B) {
+	const burst = 32
+	for _, impl := range []string{"p2pd", "stdlib"} {
+		b.Run(impl, func(b *testing.B) {
+			var n atomic.Int64
+			var want atomic.Int64
+			got := make(chan struct{}, 1)
+			addr, stop := udpServer(b, impl, func() {
+				if n.Add(1) == want.Load() {
+					got <- struct{}{}
+				}
+			})
+			defer stop()
+			c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(addr))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			msg := make([]byte, 64)
+			lost := time.NewTimer(time.Minute)
+			defer lost.Stop()
+			b.ReportAllocs()
+			sent := 0
+			for b.Loop() {
+				c.Write(msg)
+				if sent++; sent%burst == 0 {
+					want.Store(int64(sent))
+					if n.Load() < int64(sent) {
+						select {
+						case <-got:
+						case <-lost.C:
+							b.Fatalf("datagrams lost: %d of %d seen", n.Load(), sent)
+						}
+					}
+				}
+			}
+		})
 	}
 }
 
@@ -58,4 +135,45 @@ func BenchmarkTCPDispatch(b *testing.B) {
 			}
 		})
 	}
+	b.Run("stdlib", func(b *testing.B) {
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer ln.Close()
+		got := make(chan struct{}, 1)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			s, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer s.Close()
+			buf := make([]byte, DefaultTCPBufferSize)
+			for {
+				if _, err := s.Read(buf); err != nil {
+					return
+				}
+				got <- struct{}{}
+			}
+		}()
+		c, err := net.Dial("tcp4", ln.Addr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer func() { c.Close(); <-done }()
+		msg := make([]byte, 64)
+		lost := time.NewTimer(time.Minute)
+		defer lost.Stop()
+		b.ReportAllocs()
+		for b.Loop() {
+			c.Write(msg)
+			select {
+			case <-got:
+			case <-lost.C:
+				b.Fatal("message lost")
+			}
+		}
+	})
 }

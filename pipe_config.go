@@ -12,7 +12,7 @@ const (
 	DefaultConnectTimeout = 10 * time.Second
 	DefaultQueueSize      = 128
 	DefaultUDPBufferSize  = 64 << 10 // the largest UDP payload
-	DefaultTCPBufferSize  = 16 << 10
+	DefaultTCPBufferSize  = 32 << 10 // as io.Copy's: fewer reads when streaming
 	DefaultMaxMsgSize     = 1 << 20
 	DefaultUDPBatch       = 32 // datagrams per system call, where batches exist (Linux)
 )
@@ -73,13 +73,16 @@ type PipeConfig struct {
 	// DefaultTCPBufferSize for TCP.
 	BufferSize int
 
-	// UDPBatch is how many datagrams a UDP pipe reads with one system call,
-	// and how many of the replies sent while it dispatches them leave
-	// together in one, where the system can batch (Linux: recvmmsg and
-	// sendmmsg). Such a queued Send returns nil at once; should the system
-	// then refuse the datagram, it is dropped and logged. Receive buffers
-	// come from a pool while datagrams arrive: an idle pipe holds none.
-	// Zero or negative: DefaultUDPBatch; 1: one datagram per call.
+	// UDPBatch is how many datagrams a UDP pipe reads with one system call
+	// where the system can batch (Linux: recvmmsg). While the callbacks of
+	// a batch of several run, Sends on the pipe are queued and leave
+	// together (sendmmsg) when the batch's last callback returns: a
+	// callback that blocks holds the replies queued before it, up to about
+	// 100 ms, when a watchdog sends them. A queued Send returns nil; should
+	// the system then refuse the datagram, it is dropped and logged.
+	// Receive buffers come from a pool while datagrams arrive: an idle pipe
+	// holds none. Zero or negative: DefaultUDPBatch; 1: one datagram per
+	// call, every Send at once.
 	UDPBatch int
 
 	// Framing sets the message boundaries on TCP. Zero: FrameRaw.

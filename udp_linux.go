@@ -19,9 +19,10 @@ import (
 // up to n datagrams per recvmmsg into a receive batch taken from a pool
 // only while the socket has data, so an idle pipe holds no buffer. While
 // it dispatches a batch, Sends on the pipe are queued and leave together
-// in one sendmmsg when the batch's callbacks have returned, when the queue
-// is full, or at the latest after maxQueueDelay (a callback that blocks
-// holds nobody's replies longer than that).
+// in one sendmmsg when the batch's callbacks have returned, or when the
+// queue is full; a batch still running after stuckAfter (a callback that
+// blocks) has its queue sent by the watchdog (udp_watch_linux.go), so it
+// holds nobody's replies for long.
 type udpBatch struct {
 	rc     syscall.RawConn
 	family int    // unix.AF_INET or unix.AF_INET6
@@ -37,12 +38,13 @@ type udpBatch struct {
 	zones map[uint32]string // scope id → zone name cache
 	read  func(fd uintptr) bool
 
-	active atomic.Bool // a batch is being dispatched (hint; mu decides)
+	active  atomic.Bool  // a batch is being dispatched (hint; mu decides)
+	since   atomic.Int64 // when that batch began (watchClock), 0 if none
+	watched atomic.Bool  // in the watchdog's set
 
 	mu     sync.Mutex
 	p      *Pipe
 	q      *mmsg.SendBatch
-	timer  *time.Timer
 	closed bool
 	serr   error
 	write  func(fd uintptr) bool
@@ -53,9 +55,6 @@ type udpBatch struct {
 	queued   atomic.Uint64 // Sends queued
 	holding  atomic.Bool   // the reader holds a receive batch
 }
-
-// maxQueueDelay bounds how long a queued Send waits.
-const maxQueueDelay = time.Millisecond
 
 // initBatch sets up batched I/O for a *net.UDPConn pipe, before its
 // goroutine starts, asking the socket for its family and scope. Without it
@@ -218,8 +217,10 @@ func (u *udpBatch) begin() {
 	if !u.closed {
 		u.q = getSendBatch(u.n, u.family)
 		u.active.Store(true)
+		u.since.Store(watchClock())
 	}
 	u.mu.Unlock()
+	watchdog.wake(u)
 }
 
 // end sends what is queued and stops queueing.
@@ -231,9 +232,7 @@ func (u *udpBatch) end() {
 		u.q = nil
 	}
 	u.active.Store(false)
-	if u.timer != nil {
-		u.timer.Stop()
-	}
+	u.since.Store(0)
 	u.mu.Unlock()
 }
 
@@ -266,19 +265,14 @@ func (u *udpBatch) queue(p *Pipe, msg []byte, to netip.AddrPort) bool {
 		}
 	}
 	u.queued.Add(1)
-	if u.q.Pending() == 1 {
-		if u.timer == nil {
-			u.timer = time.AfterFunc(maxQueueDelay, u.onTimer)
-		} else {
-			u.timer.Reset(maxQueueDelay)
-		}
-	}
 	return true
 }
 
-func (u *udpBatch) onTimer() {
+// flushStuck sends the queue of the batch that began at since, if it is
+// still running: called by the watchdog.
+func (u *udpBatch) flushStuck(since int64) {
 	u.mu.Lock()
-	if u.q != nil && !u.closed {
+	if u.q != nil && !u.closed && u.since.Load() == since {
 		u.flushLocked()
 	}
 	u.mu.Unlock()
@@ -321,15 +315,14 @@ func (u *udpBatch) failed(err error, n int) {
 // attempt that does not wait.
 func (u *udpBatch) close() {
 	u.mu.Lock()
+	defer watchdog.forget(u) // after Unlock: the watchdog may be waiting for mu
 	defer u.mu.Unlock()
 	if u.closed {
 		return
 	}
 	u.closed = true
 	u.active.Store(false)
-	if u.timer != nil {
-		u.timer.Stop()
-	}
+	u.since.Store(0)
 	if u.q != nil && u.q.Pending() > 0 {
 		u.rc.Control(func(fd uintptr) {
 			for u.q.Pending() > 0 {

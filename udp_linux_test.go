@@ -92,6 +92,14 @@ func TestUDPBatchEcho(t *testing.T) {
 	if p.ub.holdsBuffers() {
 		t.Error("an idle pipe still holds its receive buffers")
 	}
+	// The watchdog ran while batches did; closing the last pipe ends it.
+	p.Close()
+	watchdog.mu.Lock()
+	running := watchdog.running
+	watchdog.mu.Unlock()
+	if running {
+		t.Error("the batch watchdog still runs after its last pipe closed")
+	}
 }
 
 func TestUDPBatchOff(t *testing.T) {

@@ -1,0 +1,100 @@
+// Command echoserver is an echo server for the load benchmarks: one process,
+// one implementation (p2pd, the standard library, x/net batch I/O, gnet),
+// one protocol, one loopback address. It prints "ready <addr>" on stdout once
+// it serves, and stops on SIGINT/SIGTERM or after -for, whichever comes first.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"syscall"
+	"time"
+
+	"github.com/p2pd/p2pd/bench/internal/loopback"
+)
+
+// server is one implementation. start serves proto on addr (port already
+// chosen) until ctx ends; it returns once the server accepts traffic, and
+// wait blocks until the server has stopped and released everything.
+type starter func(ctx context.Context, proto string, addr netip.AddrPort) (wait func() error, err error)
+
+var impls = map[string]starter{
+	"p2pd":   startP2PD,
+	"stdlib": startStdlib,
+	"batch":  startBatch,
+	"gnet":   startGnet,
+}
+
+func main() {
+	impl := flag.String("impl", "p2pd", "implementation: p2pd, stdlib, batch (UDP only) or gnet")
+	proto := flag.String("proto", "udp", "protocol: tcp or udp")
+	addrFlag := flag.String("addr", "127.0.0.1:0", "loopback address to serve; port 0 picks a free port")
+	lifetime := flag.Duration("for", 10*time.Minute, "hard maximum lifetime")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to `file`")
+	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "echoserver:", err)
+			os.Exit(1)
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
+	if err := run(*impl, *proto, *addrFlag, *lifetime); err != nil {
+		fmt.Fprintln(os.Stderr, "echoserver:", err)
+		os.Exit(1)
+	}
+}
+
+func run(impl, proto, addrFlag string, lifetime time.Duration) error {
+	start, ok := impls[impl]
+	if !ok {
+		return fmt.Errorf("unknown -impl %q", impl)
+	}
+	if proto != "tcp" && proto != "udp" {
+		return fmt.Errorf("unknown -proto %q", proto)
+	}
+	if lifetime <= 0 {
+		return fmt.Errorf("-for must be positive")
+	}
+	addr, err := loopback.ParseAddrPort(addrFlag)
+	if err != nil {
+		return err
+	}
+	if addr.Port() == 0 {
+		port, err := loopback.FreePort(addr.Addr())
+		if err != nil {
+			return err
+		}
+		addr = netip.AddrPortFrom(addr.Addr(), port)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, lifetime)
+	defer cancel()
+
+	wait, err := start(ctx, proto, addr)
+	if err != nil {
+		return fmt.Errorf("%s %s on %v: %w", impl, proto, addr, err)
+	}
+	fmt.Printf("ready %v\n", addr)
+	<-ctx.Done()
+	// A server that does not stop within a few seconds must not linger.
+	done := make(chan error, 1)
+	go func() { done <- wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(5 * time.Second):
+		return fmt.Errorf("%s did not stop within 5s", impl)
+	}
+}

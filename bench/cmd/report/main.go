@@ -1,0 +1,53 @@
+// Command report turns benchmark results into Markdown tables. It reads
+// JSON lines from stdin (from load and scale: {"bench", "impl", "round",
+// "metrics"}), takes the median over rounds of every metric per
+// implementation, and prints one table comparing p2pd with each baseline,
+// with the targets marked. With -gobench it also reads `go test -bench
+// -benchmem` output and prints a second table.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+)
+
+func main() {
+	gobench := flag.String("gobench", "", "file with `go test -bench -benchmem` output (optional)")
+	flag.Parse()
+	if err := run(*gobench); err != nil {
+		fmt.Fprintln(os.Stderr, "report:", err)
+		os.Exit(1)
+	}
+}
+
+func run(gobench string) error {
+	lines, bad := readResults(os.Stdin)
+	for _, b := range bad {
+		fmt.Fprintln(os.Stderr, "report: skipped:", b)
+	}
+	fmt.Println("## Echo and listener-scale benchmarks")
+	fmt.Println()
+	fmt.Print(renderRows(compare(lines)))
+	fmt.Println()
+	fmt.Println("Medians over rounds. ↑ higher is better, ↓ lower is better; the ratio is always p2pd/baseline, so for ↓ metrics a ratio below 1 means p2pd is better. n: rounds of p2pd/baseline. Target: ✓ met, ✗ missed, ? not measurable.")
+	if gobench == "" {
+		return nil
+	}
+	f, err := os.Open(gobench)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	benches, err := readGoBench(f)
+	if err != nil {
+		return err
+	}
+	fmt.Println()
+	fmt.Println("## Micro-benchmarks (go test -bench)")
+	fmt.Println()
+	fmt.Print(renderGoBench(benches))
+	fmt.Println()
+	fmt.Println("Medians over -count runs.")
+	return nil
+}

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+)
+
+// renderRows prints the comparison table in Markdown.
+func renderRows(rows []row) string {
+	var sb strings.Builder
+	sb.WriteString("| bench | metric | p2pd | baseline | baseline value | p2pd/baseline | n | target |\n")
+	sb.WriteString("| --- | --- | ---: | --- | ---: | ---: | ---: | --- |\n")
+	if len(rows) == 0 {
+		sb.WriteString("| (no results) | | | | | | | |\n")
+	}
+	for _, r := range rows {
+		dir := "↑"
+		if lowerBetter[r.metric] {
+			dir = "↓"
+		}
+		tgt := ""
+		if r.target != nil {
+			tgt = r.target.check(r.ratio) + " " + r.target.String()
+		}
+		base := r.baseline
+		if base == "" {
+			base = "—"
+		}
+		fmt.Fprintf(&sb, "| %s | %s %s | %s | %s | %s | %s | %d/%d | %s |\n",
+			r.bench, r.metric, dir, fmtNum(r.p2pd.value), base, fmtNum(r.base.value),
+			fmtRatio(r.ratio), r.p2pd.rounds, r.base.rounds, tgt)
+	}
+	return sb.String()
+}
+
+// renderGoBench prints the micro-benchmark table in Markdown.
+func renderGoBench(bs []goBench) string {
+	var sb strings.Builder
+	sb.WriteString("| benchmark | ns/op | B/op | allocs/op | runs | target |\n")
+	sb.WriteString("| --- | ---: | ---: | ---: | ---: | --- |\n")
+	if len(bs) == 0 {
+		sb.WriteString("| (no results) | | | | | |\n")
+	}
+	for _, b := range bs {
+		tgt := ""
+		if b.zeroAllocTarget {
+			mark := "✗"
+			switch {
+			case math.IsNaN(b.allocsOp):
+				mark = "?"
+			case b.allocsOp == 0:
+				mark = "✓"
+			}
+			tgt = mark + " allocs/op = 0"
+		}
+		fmt.Fprintf(&sb, "| %s | %s | %s | %s | %d | %s |\n",
+			b.name, fmtNum(b.nsOp), fmtNum(b.bOp), fmtNum(b.allocsOp), b.runs, tgt)
+	}
+	return sb.String()
+}
+
+// fmtNum prints a value with about 3 significant digits, and whole numbers
+// from 100 up; "—" for NaN (missing).
+func fmtNum(v float64) string {
+	switch a := math.Abs(v); {
+	case math.IsNaN(v):
+		return "—"
+	case a >= 100 || v == math.Trunc(v):
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	case a >= 10:
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	case a >= 1:
+		return strconv.FormatFloat(v, 'f', 2, 64)
+	default:
+		return strconv.FormatFloat(v, 'g', 3, 64)
+	}
+}
+
+// fmtRatio prints a ratio with 2 decimals, "—" when it means nothing.
+func fmtRatio(r float64) string {
+	if math.IsNaN(r) {
+		return "—"
+	}
+	return strconv.FormatFloat(r, 'f', 2, 64)
+}

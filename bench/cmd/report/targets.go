@@ -1,0 +1,183 @@
+package main
+
+import (
+	"cmp"
+	"math"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// subject is the implementation every other one is compared with.
+const subject = "p2pd"
+
+// lowerBetter lists the metrics where a smaller value is better.
+var lowerBetter = map[string]bool{
+	"p50_us": true, "p99_us": true, "loss_pct": true, "errors": true,
+	"open_ms": true, "close_ms": true, "fds": true,
+	"bytes_per_listener": true, "heap_per_listener": true, "stack_per_listener": true, "go_per_listener": true,
+}
+
+// target is a bound on the ratio p2pd/baseline of one metric.
+type target struct {
+	bench    string // path.Match pattern
+	metric   string
+	baseline string
+	atLeast  bool // ratio >= bound; else ratio <= bound
+	bound    float64
+	note     string
+}
+
+var targets = []target{
+	{bench: "udp-echo", metric: "replies_per_s", baseline: "stdlib", atLeast: true, bound: 1.4},
+	{bench: "udp-echo", metric: "replies_per_s", baseline: "batch", atLeast: true, bound: 0.95},
+	{bench: "udp-echo", metric: "replies_per_s", baseline: "gnet", atLeast: true, bound: 1.0},
+	{bench: "tcp-rr", metric: "replies_per_s", baseline: "stdlib", atLeast: true, bound: 0.95},
+	{bench: "tcp-rr", metric: "p99_us", baseline: "stdlib", bound: 1.05, note: "p99 p2pd ≤ stdlib, 5 % noise margin"},
+	{bench: "tcp-stream", metric: "mb_per_s", baseline: "stdlib", atLeast: true, bound: 0.95},
+	{bench: "scale-*-4000", metric: "open_ms", baseline: "plain", bound: 1.5},
+	{bench: "scale-*-4000", metric: "bytes_per_listener", baseline: "plain", bound: 2.0},
+}
+
+func findTarget(bench, metric, baseline string) *target {
+	for i, t := range targets {
+		if ok, _ := path.Match(t.bench, bench); ok && t.metric == metric && t.baseline == baseline {
+			return &targets[i]
+		}
+	}
+	return nil
+}
+
+// ratio returns p/b, NaN when it means nothing (b is 0 or either is NaN).
+func ratio(p, b float64) float64 {
+	if b == 0 || math.IsNaN(p) || math.IsNaN(b) {
+		return math.NaN()
+	}
+	return p / b
+}
+
+// check returns "✓" or "✗" for ratio r against t, "?" when r is NaN.
+func (t *target) check(r float64) string {
+	switch {
+	case math.IsNaN(r):
+		return "?"
+	case t.atLeast && r >= t.bound, !t.atLeast && r <= t.bound:
+		return "✓"
+	}
+	return "✗"
+}
+
+func (t *target) String() string {
+	op := "≤"
+	if t.atLeast {
+		op = "≥"
+	}
+	s := op + " " + strconv.FormatFloat(t.bound, 'f', 2, 64)
+	if t.note != "" {
+		s += " (" + t.note + ")"
+	}
+	return s
+}
+
+// row is one line of the comparison table: one metric of one bench, p2pd
+// against one baseline.
+type row struct {
+	bench, metric, baseline string
+	p2pd, base              summary
+	ratio                   float64
+	target                  *target
+}
+
+// compare builds the rows of the table: per bench and metric, one row per
+// baseline (every implementation that is not p2pd); a bench without
+// baseline gets one row with p2pd alone.
+func compare(rs []result) []row {
+	t := summarize(rs)
+	var rows []row
+	for _, b := range sortedKeys(t, benchLess) {
+		for _, m := range sortedKeys(t[b], metricLess) {
+			impls := t[b][m]
+			p, ok := impls[subject]
+			if !ok {
+				p = summary{math.NaN(), 0}
+			}
+			bases := sortedKeys(impls, implLess)
+			bases = slices.DeleteFunc(bases, func(s string) bool { return s == subject })
+			if len(bases) == 0 {
+				rows = append(rows, row{bench: b, metric: m, p2pd: p, base: summary{math.NaN(), 0}, ratio: math.NaN()})
+				continue
+			}
+			for _, base := range bases {
+				rows = append(rows, row{
+					bench: b, metric: m, baseline: base,
+					p2pd: p, base: impls[base],
+					ratio:  ratio(p.value, impls[base].value),
+					target: findTarget(b, m, base),
+				})
+			}
+		}
+	}
+	return rows
+}
+
+func sortedKeys[V any](m map[string]V, less func(a, b string) int) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	slices.SortFunc(ks, less)
+	return ks
+}
+
+// order ranks known names first, in the listed order; unknown ones follow,
+// sorted.
+func order(known []string) func(a, b string) int {
+	rank := func(s string) int {
+		if i := slices.Index(known, s); i >= 0 {
+			return i
+		}
+		return len(known)
+	}
+	return func(a, b string) int {
+		return cmp.Or(cmp.Compare(rank(a), rank(b)), strings.Compare(a, b))
+	}
+}
+
+var (
+	metricLess = order([]string{"replies_per_s", "mb_per_s", "p50_us", "p99_us", "loss_pct",
+		"open_ms", "close_ms", "bytes_per_listener", "heap_per_listener", "stack_per_listener", "go_per_listener", "fds", "errors"})
+	implLess = order([]string{"stdlib", "batch", "gnet", "plain"})
+)
+
+// benchLess puts the echo benches first, then scale-PROTO-N by protocol and
+// by N as a number.
+func benchLess(a, b string) int {
+	known := order([]string{"tcp-rr", "tcp-stream", "udp-echo"})
+	pa, na, oka := scaleName(a)
+	pb, nb, okb := scaleName(b)
+	if oka && okb {
+		return cmp.Or(strings.Compare(pa, pb), cmp.Compare(na, nb))
+	}
+	if oka != okb { // scale benches after the others
+		if oka {
+			return 1
+		}
+		return -1
+	}
+	return known(a, b)
+}
+
+// scaleName splits "scale-tcp-4000" into "tcp" and 4000.
+func scaleName(s string) (proto string, n int, ok bool) {
+	rest, ok := strings.CutPrefix(s, "scale-")
+	if !ok {
+		return "", 0, false
+	}
+	proto, num, ok := strings.Cut(rest, "-")
+	if !ok {
+		return "", 0, false
+	}
+	n, err := strconv.Atoi(num)
+	return proto, n, err == nil
+}

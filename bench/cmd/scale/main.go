@@ -1,0 +1,605 @@
+// Command scale is the listener-scale benchmark: it opens N listeners on
+// 127.0.0.1, ports base..base+N-1, either with p2pd's Daemon.ListenAll or
+// with plain net.Listen / net.ListenPacket plus one goroutine each, and
+// reports what opening, holding and closing them costs.
+//
+// One process measures one run (the run script starts a fresh process per
+// impl, proto, N and round), so the numbers do not depend on what an
+// earlier run left in the heap. It prints exactly one JSON line on stdout:
+//
+//	{"bench":"scale-tcp-4000","impl":"p2pd","round":1,"metrics":{"open_ms":..,"close_ms":..,
+//	 "bytes_per_listener":..,"heap_per_listener":..,"stack_per_listener":..,"go_per_listener":..,"fds":..}}
+//
+// Metrics:
+//
+//	open_ms             wall time to open all N (ListenAll, or the plain loop
+//	                    including starting the goroutines)
+//	close_ms            wall time of Daemon.Close, or of closing every listener
+//	                    and waiting for every goroutine
+//	bytes_per_listener  VmRSS delta / N (noisy at small N)
+//	heap_per_listener   HeapInuse delta / N
+//	stack_per_listener  StackInuse delta / N
+//	go_per_listener     (Sys - HeapReleased) delta / N: all memory the Go
+//	                    runtime holds from the OS, heap, stacks and off-heap
+//	                    structures (poll descriptors, GC metadata, spans)
+//	fds                 open file descriptors added
+//
+// Memory is measured after opening, two GCs, debug.FreeOSMemory and once
+// every listener goroutine is parked. Then the listeners are checked with
+// traffic on the first, a middle and the last port; a listener that does
+// not answer is an error (exit status 1).
+//
+// Usage:
+//
+//	go run ./cmd/scale -impl p2pd -proto udp -n 4000 [-round 1] [-base 20000] [-memprofile heap.pprof]
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/p2pd/p2pd"
+)
+
+type result struct {
+	Bench   string `json:"bench"`
+	Impl    string `json:"impl"`
+	Round   int    `json:"round"`
+	Metrics scores `json:"metrics"`
+}
+
+type scores struct {
+	OpenMS           float64 `json:"open_ms"`
+	CloseMS          float64 `json:"close_ms"`
+	BytesPerListener float64 `json:"bytes_per_listener"`
+	HeapPerListener  float64 `json:"heap_per_listener"`
+	StackPerListener float64 `json:"stack_per_listener"`
+	GoPerListener    float64 `json:"go_per_listener"`
+	FDs              int     `json:"fds"`
+}
+
+// closer closes a set of listeners and returns once all their goroutines
+// have ended.
+type closer func() error
+
+var loopback = netip.MustParseAddr("127.0.0.1")
+
+func main() {
+	impl := flag.String("impl", "p2pd", "implementation: p2pd or plain")
+	proto := flag.String("proto", "tcp", "protocol: tcp or udp")
+	n := flag.Int("n", 1000, "number of listeners (ports base..base+n-1)")
+	round := flag.Int("round", 1, "round number, copied to the output")
+	base := flag.Int("base", 0, "first port; 0 picks a free range (from 20000 up)")
+	memprofile := flag.String("memprofile", "", "write a heap profile (every allocation sampled) after opening to `file`")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the opening to `file`")
+	flag.Parse()
+
+	if err := run(*impl, *proto, *n, *round, *base, *memprofile, *cpuprofile); err != nil {
+		fmt.Fprintln(os.Stderr, "scale:", err)
+		os.Exit(1)
+	}
+}
+
+func run(impl, proto string, n, round, base int, memprofile, cpuprofile string) error {
+	if impl != "p2pd" && impl != "plain" {
+		return fmt.Errorf("-impl %q: want p2pd or plain", impl)
+	}
+	if proto != "tcp" && proto != "udp" {
+		return fmt.Errorf("-proto %q: want tcp or udp", proto)
+	}
+	if n < 1 || n > 65535 {
+		return fmt.Errorf("-n %d: want 1..65535", n)
+	}
+	if memprofile != "" {
+		// Sample every allocation so that small per-listener objects show
+		// up exactly. It slows allocation: open_ms of a profiled run is
+		// not comparable.
+		runtime.MemProfileRate = 1
+	}
+	if err := raiseFDLimit(n); err != nil {
+		return err
+	}
+	if base == 0 {
+		var err error
+		if base, err = pickBase(proto, n); err != nil {
+			return err
+		}
+	} else if base < 1 || base+n-1 > 65535 {
+		return fmt.Errorf("-base %d -n %d: ports %d..%d are not all in 1..65535", base, n, base, base+n-1)
+	}
+	open := openPlain
+	if impl == "p2pd" {
+		open = openP2PD
+	}
+
+	// Warm-up: open and close one listener on an OS-chosen port, so that
+	// the netpoller (epoll and its event fd), the first poll descriptors
+	// and the code paths exist before the baseline is taken.
+	if c, err := open(proto, 0, 1); err != nil {
+		return fmt.Errorf("warm-up: %w", err)
+	} else if err := c(); err != nil {
+		return fmt.Errorf("warm-up close: %w", err)
+	}
+
+	before := measure()
+	if cpuprofile != "" {
+		f, err := os.Create(cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+	}
+	start := time.Now()
+	closeAll, err := open(proto, base, n)
+	if cpuprofile != "" {
+		pprof.StopCPUProfile()
+	}
+	openDur := time.Since(start)
+	if err != nil {
+		return fmt.Errorf("open %d %s listeners on 127.0.0.1:%d-%d: %w", n, proto, base, base+n-1, err)
+	}
+	closed := false
+	defer func() {
+		if !closed {
+			closeAll()
+		}
+	}()
+	if !waitParked(before.waiting+uint64(n), 10*time.Second) {
+		fmt.Fprintf(os.Stderr, "scale: warning: only %d of %d listener goroutines parked after 10s\n",
+			waitingGoroutines()-before.waiting, n)
+	}
+	after := measure()
+	if memprofile != "" {
+		if err := writeHeapProfile(memprofile); err != nil {
+			return err
+		}
+	}
+
+	if err := verify(impl, proto, base, n); err != nil {
+		return err
+	}
+	// Let the connections the check made end (p2pd runs a pipe per
+	// accepted connection), so that close_ms times the listeners only.
+	waitGoroutines(after.goroutines, 2*time.Second)
+
+	start = time.Now()
+	err = closeAll()
+	closeDur := time.Since(start)
+	closed = true
+	if err != nil {
+		return fmt.Errorf("close: %w", err)
+	}
+	if !waitGoroutines(before.goroutines, 2*time.Second) {
+		return fmt.Errorf("after close %d goroutines run, %d before opening", runtime.NumGoroutine(), before.goroutines)
+	}
+
+	per := func(a, b uint64) float64 { return (float64(a) - float64(b)) / float64(n) }
+	out := result{
+		Bench: fmt.Sprintf("scale-%s-%d", proto, n),
+		Impl:  impl,
+		Round: round,
+		Metrics: scores{
+			OpenMS:           ms(openDur),
+			CloseMS:          ms(closeDur),
+			BytesPerListener: per(after.rss, before.rss),
+			HeapPerListener:  per(after.mem.HeapInuse, before.mem.HeapInuse),
+			StackPerListener: per(after.mem.StackInuse, before.mem.StackInuse),
+			GoPerListener:    per(after.mem.Sys-after.mem.HeapReleased, before.mem.Sys-before.mem.HeapReleased),
+			FDs:              after.fds - before.fds,
+		},
+	}
+	line, err := json.Marshal(out)
+	if err != nil {
+		return err
+	}
+	fmt.Println(string(line))
+	return nil
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// openP2PD opens n listeners with one ListenAll call on the IPv4 route of
+// 127.0.0.1. base 0 opens one listener on a port the OS chooses.
+func openP2PD(proto string, base, n int) (closer, error) {
+	d := &p2pd.Daemon{
+		MsgCB: p2pd.MsgCallbackFunc(func(msg []byte, from netip.AddrPort, p *p2pd.Pipe) {
+			_ = p.Send(msg, from) // echo
+		}),
+		MaxListeners: n, // the default cap is 1024
+	}
+	pr := p2pd.TCP
+	if proto == "udp" {
+		pr = p2pd.UDP
+	}
+	target := p2pd.Route{Family: p2pd.IPv4, NIC: []netip.Addr{loopback}}
+	ports := p2pd.Ports{{Start: uint16(base), End: uint16(base + n - 1)}}
+	if base == 0 {
+		ports = p2pd.Ports{p2pd.Port(0)}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := d.ListenAll(ctx, []p2pd.Target{target}, ports, []p2pd.Proto{pr}, p2pd.IPv4); err != nil {
+		d.Close()
+		return nil, err
+	}
+	return d.Close, nil
+}
+
+// openPlain opens n listeners with the net package, each with one
+// goroutine: a TCP listener and a goroutine blocked in Accept (it closes
+// what it accepts), or a UDP socket and a goroutine blocked in ReadFrom (it
+// echoes). This is the baseline "a plain socket plus one goroutine".
+// Closing closes every socket and waits for every goroutine, as
+// Daemon.Close does.
+func openPlain(proto string, base, n int) (closer, error) {
+	var (
+		wg      sync.WaitGroup
+		closers = make([]io.Closer, 0, n)
+	)
+	closeAll := func() error {
+		var errs []error
+		for _, c := range closers {
+			if err := c.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		wg.Wait()
+		return errors.Join(errs...)
+	}
+	for i := range n {
+		addr := netip.AddrPortFrom(loopback, uint16(base+i)).String()
+		if base == 0 {
+			addr = "127.0.0.1:0"
+		}
+		if proto == "tcp" {
+			ln, err := net.Listen("tcp4", addr)
+			if err != nil {
+				closeAll()
+				return nil, err
+			}
+			closers = append(closers, ln)
+			wg.Go(func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return // closed
+					}
+					c.Close()
+				}
+			})
+			continue
+		}
+		pc, err := net.ListenPacket("udp4", addr)
+		if err != nil {
+			closeAll()
+			return nil, err
+		}
+		closers = append(closers, pc)
+		wg.Go(func() {
+			// 64 bytes, not 64 KiB: the baseline is a plain socket plus
+			// one goroutine, and an idle listener has no reason to hold
+			// a 64 KiB buffer; the library should not either. The
+			// check's datagrams are a few bytes.
+			buf := make([]byte, 64)
+			for {
+				m, from, err := pc.ReadFrom(buf)
+				if err != nil {
+					return // closed
+				}
+				_, _ = pc.WriteTo(buf[:m], from)
+			}
+		})
+	}
+	return closeAll, nil
+}
+
+// verify checks the first, a middle and the last listener with traffic:
+// for p2pd an echo on TCP and UDP; for plain TCP an accepted connection
+// (the server closes it: the client reads EOF), for plain UDP an echo.
+func verify(impl, proto string, base, n int) error {
+	ports := []int{base}
+	for _, p := range []int{base + n/2, base + n - 1} {
+		if p != ports[len(ports)-1] {
+			ports = append(ports, p)
+		}
+	}
+	for _, port := range ports {
+		addr := netip.AddrPortFrom(loopback, uint16(port)).String()
+		var err error
+		switch {
+		case proto == "udp":
+			err = checkUDP(addr)
+		case impl == "p2pd":
+			err = checkTCPEcho(addr)
+		default:
+			err = checkTCPAccept(addr)
+		}
+		if err != nil {
+			return fmt.Errorf("check %s %s listener %s: %w", impl, proto, addr, err)
+		}
+	}
+	return nil
+}
+
+var probe = []byte("scale-probe")
+
+func checkTCPEcho(addr string) error {
+	c, err := net.DialTimeout("tcp4", addr, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write(probe); err != nil {
+		return err
+	}
+	got := make([]byte, len(probe))
+	if _, err := io.ReadFull(c, got); err != nil {
+		return fmt.Errorf("no echo: %w", err)
+	}
+	if !bytes.Equal(got, probe) {
+		return fmt.Errorf("echo %q, sent %q", got, probe)
+	}
+	return nil
+}
+
+func checkTCPAccept(addr string) error {
+	c, err := net.DialTimeout("tcp4", addr, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	// The listener's goroutine accepts and closes: EOF proves it accepted
+	// (a dial alone only proves the kernel's backlog took it).
+	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+		return fmt.Errorf("connection not accepted and closed: read returned %v", err)
+	}
+	return nil
+}
+
+func checkUDP(addr string) error {
+	c, err := net.Dial("udp4", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	got := make([]byte, 64)
+	var last error
+	for range 3 { // loopback does not drop, but do not fail on one lost datagram
+		c.SetDeadline(time.Now().Add(time.Second))
+		if _, err := c.Write(probe); err != nil {
+			return err
+		}
+		m, err := c.Read(got)
+		if err != nil {
+			last = err
+			continue
+		}
+		if !bytes.Equal(got[:m], probe) {
+			return fmt.Errorf("echo %q, sent %q", got[:m], probe)
+		}
+		return nil
+	}
+	return fmt.Errorf("no echo: %w", last)
+}
+
+// snapshot is the process's memory, fds and goroutines at one moment.
+type snapshot struct {
+	mem        runtime.MemStats
+	rss        uint64 // bytes
+	fds        int
+	goroutines int
+	waiting    uint64
+}
+
+// measure settles the heap (two GCs, free to the OS) and takes a snapshot.
+func measure() snapshot {
+	runtime.GC()
+	runtime.GC()
+	debug.FreeOSMemory()
+	var s snapshot
+	runtime.ReadMemStats(&s.mem)
+	s.rss = readRSS()
+	s.fds = countFDs()
+	s.goroutines = runtime.NumGoroutine()
+	s.waiting = waitingGoroutines()
+	return s
+}
+
+// readRSS returns VmRSS from /proc/self/status in bytes, 0 if unknown.
+func readRSS() uint64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			if err != nil {
+				return 0
+			}
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// countFDs returns the number of open file descriptors (the directory
+// read's own counts in every snapshot alike).
+func countFDs() int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return -1
+	}
+	return len(ents)
+}
+
+var waitingSample = []metrics.Sample{{Name: "/sched/goroutines/waiting:goroutines"}}
+
+// waitingGoroutines returns the number of goroutines parked on I/O or a
+// sync primitive.
+func waitingGoroutines() uint64 {
+	metrics.Read(waitingSample)
+	if waitingSample[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return waitingSample[0].Value.Uint64()
+}
+
+// waitParked waits until at least want goroutines are parked, so that every
+// listener goroutine has run up to its Accept or ReadFrom (and grown its
+// stack to what that takes), then a little longer. It reports whether the
+// count was reached within timeout.
+func waitParked(want uint64, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for waitingGoroutines() < want {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond)
+	return true
+}
+
+// waitGoroutines waits until at most want goroutines run, up to timeout.
+func waitGoroutines(want int, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for runtime.NumGoroutine() > want {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return true
+}
+
+func writeHeapProfile(file string) error {
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	runtime.GC() // the profile's in-use numbers are as of the last GC
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		f.Close()
+		return fmt.Errorf("heap profile: %w", err)
+	}
+	return f.Close()
+}
+
+// raiseFDLimit raises RLIMIT_NOFILE to its hard limit and fails when that
+// does not leave room for n sockets.
+func raiseFDLimit(n int) error {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return fmt.Errorf("getrlimit NOFILE: %w", err)
+	}
+	if lim.Cur < lim.Max {
+		lim.Cur = lim.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+			return fmt.Errorf("raise RLIMIT_NOFILE to %d: %w", lim.Max, err)
+		}
+	}
+	const spare = 64 // stdio, epoll, the checks' sockets, ...
+	if need := uint64(n) + spare; lim.Cur < need {
+		return fmt.Errorf("RLIMIT_NOFILE is %d (hard limit %d): %d listeners need about %d; raise the hard limit (ulimit -Hn, limits.conf or LimitNOFILE)",
+			lim.Cur, lim.Max, n, need)
+	}
+	return nil
+}
+
+// pickBase finds base such that ports base..base+n-1 of proto are free on
+// 127.0.0.1. Candidates start at 20000 and go up by 1000; ranges that
+// overlap the kernel's ephemeral port range (where outgoing connections
+// take ports) are tried last.
+func pickBase(proto string, n int) (int, error) {
+	eLo, eHi := ephemeralRange()
+	var last error
+	for _, inEphemeral := range []bool{false, true} {
+		for base := 20000; base+n-1 <= 65535; base += 1000 {
+			if overlaps := base <= eHi && base+n-1 >= eLo; overlaps != inEphemeral {
+				continue
+			}
+			err := probeRange(proto, base, n)
+			if err == nil {
+				return base, nil
+			}
+			last = err
+		}
+	}
+	if last == nil {
+		return 0, fmt.Errorf("-n %d: no range of %d ports from 20000 up", n, n)
+	}
+	return 0, fmt.Errorf("no free range of %d %s ports on 127.0.0.1 from 20000 up (last: %w); pass -base", n, proto, last)
+}
+
+// probeRange binds every port with a raw socket and closes it at once. It
+// uses raw syscalls rather than the net package so that the probe leaves
+// no poll descriptors or buffers behind that the measured run would reuse.
+// A TCP socket gets SO_REUSEADDR as a TCP listener does, so that
+// connections in TIME_WAIT do not count as taken; a listening socket does.
+func probeRange(proto string, base, n int) error {
+	typ := syscall.SOCK_STREAM
+	if proto == "udp" {
+		typ = syscall.SOCK_DGRAM
+	}
+	for port := base; port < base+n; port++ {
+		fd, err := syscall.Socket(syscall.AF_INET, typ|syscall.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("socket: %w", err)
+		}
+		if typ == syscall.SOCK_STREAM {
+			syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1)
+		}
+		err = syscall.Bind(fd, &syscall.SockaddrInet4{Port: port, Addr: loopback.As4()})
+		syscall.Close(fd)
+		if err != nil {
+			return fmt.Errorf("%s port 127.0.0.1:%d: %w", proto, port, err)
+		}
+	}
+	return nil
+}
+
+// ephemeralRange reads net.ipv4.ip_local_port_range (Linux's default if
+// it cannot).
+func ephemeralRange() (lo, hi int) {
+	lo, hi = 32768, 60999
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return lo, hi
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return lo, hi
+	}
+	l, err1 := strconv.Atoi(f[0])
+	h, err2 := strconv.Atoi(f[1])
+	if err1 != nil || err2 != nil {
+		return lo, hi
+	}
+	return l, h
+}
