@@ -20,6 +20,10 @@ import "net/netip"
 //   - While MsgCB runs, the pipe reads no further message from that socket
 //     or connection: a slow callback slows its sender (TCP) or lets the
 //     kernel drop datagrams (UDP). Hand long work to another goroutine.
+//   - On Linux a UDP pipe reads datagrams in batches (PipeConfig.UDPBatch)
+//     and sends the replies its callbacks make with p.Send together when
+//     the batch's callbacks have returned: a callback that blocks also
+//     holds the replies of the callbacks before it in the batch.
 //   - A panic in MsgCB is recovered and logged; it affects only that one
 //     message. The socket or connection goes on with the next message.
 //   - MsgCB may call any method of any pipe, including p.Send, p.Close and

@@ -98,8 +98,19 @@ func readGoBench(r io.Reader) ([]goBench, error) {
 		out = append(out, goBench{
 			name: n, runs: len(runs[n]),
 			nsOp: median(ns), bOp: median(bs), allocsOp: median(as),
-			zeroAllocTarget: strings.HasPrefix(n, "BenchmarkUDPDispatch") || strings.HasPrefix(n, "BenchmarkTCPDispatch"),
+			zeroAllocTarget: zeroAllocTarget(n),
 		})
 	}
 	return out, nil
+}
+
+// zeroAllocTarget reports whether benchmark n measures p2pd's receive and
+// dispatch path, which must not allocate (the stdlib twins are baselines).
+func zeroAllocTarget(n string) bool {
+	for _, p := range []string{"BenchmarkUDPDispatch", "BenchmarkUDPBurst", "BenchmarkTCPDispatch"} {
+		if strings.HasPrefix(n, p) {
+			return !strings.Contains(n, "/stdlib")
+		}
+	}
+	return false
 }

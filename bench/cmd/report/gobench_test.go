@@ -109,3 +109,18 @@ func FuzzParseBenchLine(f *testing.F) {
 		}
 	})
 }
+
+func TestZeroAllocTarget(t *testing.T) {
+	for n, want := range map[string]bool{
+		"BenchmarkUDPDispatch/p2pd-2":   true,
+		"BenchmarkUDPDispatch/stdlib-2": false,
+		"BenchmarkUDPBurst/p2pd-2":      true,
+		"BenchmarkTCPDispatch/raw-2":    true,
+		"BenchmarkTCPDispatch/stdlib-2": false,
+		"BenchmarkOther-2":              false,
+	} {
+		if got := zeroAllocTarget(n); got != want {
+			t.Errorf("zeroAllocTarget(%q) = %v, want %v", n, got, want)
+		}
+	}
+}
