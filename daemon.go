@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Daemon is a server made of many listeners (server pipes) that share one
@@ -81,6 +82,24 @@ type Daemon struct {
 	// DefaultMaxListeners (1024). Negative: no limit.
 	MaxListeners int
 
+	// MaxConns caps the TCP connections open at once over all the daemon's
+	// listeners; each listener also has its own cap (Pipe.MaxConns). A
+	// connection beyond either is closed at once and counted
+	// ([PipeStats].Rejected). Zero: DefaultDaemonMaxConns. Negative: no
+	// limit.
+	MaxConns int
+
+	// OnEvent, if set, is told when a listener's address or interface goes
+	// away and when it comes back (see [Event]); the daemon also logs both.
+	// It is called from the daemon's watcher goroutine, one event at a
+	// time.
+	OnEvent func(Event)
+
+	// WatchInterval is how often the daemon checks that its listeners'
+	// addresses are still there. Zero: DefaultWatchInterval. Negative: no
+	// checks.
+	WatchInterval time.Duration
+
 	// ErrorOnAF is P2PD's error_on_af. False: ListenAll skips a family that
 	// a target does not serve. True: that is an error, and nothing is
 	// bound (with AnyFamily, only a target that serves no family at all is
@@ -105,6 +124,8 @@ type Daemon struct {
 	cbSet     bool
 	closed    bool
 	calls     sync.WaitGroup // calls in progress that may open listeners
+	limit     *connLimit     // MaxConns, made with the first listener
+	watch     *addrWatcher   // the address watcher, started with the first listener
 }
 
 // listenKey is P2PD's servers[af][proto][port][ip].
@@ -151,6 +172,10 @@ func (d *Daemon) pipeConfig() *PipeConfig {
 		c.OnEnd = d.OnEnd
 	}
 	c.ended = d.forget
+	if d.limit == nil && d.MaxConns >= 0 {
+		d.limit = &connLimit{max: int64(cmp.Or(d.MaxConns, DefaultDaemonMaxConns))}
+	}
+	c.limit = d.limit
 	c.Logger = d.logger()
 	return &c
 }
@@ -355,6 +380,9 @@ func (d *Daemon) open(ctx context.Context, op string, specs []Specific) ([]*Pipe
 	if d.keys == nil {
 		d.keys = make(map[*Pipe]listenKey)
 	}
+	if d.watch == nil && d.WatchInterval >= 0 && len(opened) > 0 {
+		d.watch = startWatch(d, cmp.Or(d.WatchInterval, DefaultWatchInterval))
+	}
 	cb := d.msgCB()
 	for i, p := range opened {
 		k := keyOf(openedSpecs[i], p.LocalAddr().Port())
@@ -467,6 +495,12 @@ func (d *Daemon) stop() []*Pipe {
 	}
 	d.mu.Unlock()
 	d.calls.Wait()
+	d.mu.Lock()
+	w := d.watch
+	d.mu.Unlock()
+	if w != nil {
+		w.close()
+	}
 	return ps
 }
 

@@ -32,6 +32,12 @@ var (
 	ErrNoAddress = errors.New("p2pd: no address to bind")
 	// ErrInvalid is returned for malformed input such as bad JSON values.
 	ErrInvalid = errors.New("p2pd: invalid value")
+	// ErrAddrGone reports a listener whose address is no longer on any
+	// interface (see Event).
+	ErrAddrGone = errors.New("p2pd: address removed")
+	// ErrLinkDown reports a listener whose address is on an interface that
+	// is down (see Event).
+	ErrLinkDown = errors.New("p2pd: interface down")
 )
 
 // InterfaceError reports a failed interface operation.

@@ -119,6 +119,7 @@ type Pipe struct {
 	acceptQ chan *Pipe               // TCP server: for Accept (made when first needed)
 	wid     uint64                   // the goroutine's id once it has run a callback; its own
 	dropped atomic.Uint64            // TCP server: connections Accept never saw
+	stats   pipeCounters
 }
 
 type cbBox struct{ cb MsgCallback }
@@ -765,6 +766,7 @@ func (p *Pipe) terminate(reason error) {
 // finish is the last thing the pipe's goroutine does.
 func (p *Pipe) finish() {
 	if par := p.parent; par != nil {
+		p.cfg.limit.give()
 		par.mu.Lock()
 		delete(par.conns, p)
 		if par.byAddr[p.remote] == p {
@@ -798,6 +800,10 @@ func (p *Pipe) safely(what string, fn func()) {
 }
 
 func (p *Pipe) logPanic(what string, r any) {
+	p.stats.panics.Add(1)
+	if par := p.parent; par != nil {
+		par.stats.panics.Add(1)
+	}
 	buf := make([]byte, 8<<10)
 	buf = buf[:runtime.Stack(buf, false)]
 	p.cfg.logger().Error("p2pd: panic in "+what+" (recovered)", "local", p.local, "remote", p.remote, "panic", r, "stack", string(buf))
@@ -843,6 +849,7 @@ func (p *Pipe) acceptError(err error, delay *time.Duration) (end bool, reason er
 	}
 	if isTemporary(err) {
 		*delay = backoff(*delay)
+		p.stats.acceptErrors.Add(1)
 		p.cfg.logger().Warn("p2pd: accept error, retrying", "addr", p.local, "err", err, "delay", *delay)
 		return !p.sleep(*delay), nil
 	}
@@ -903,6 +910,12 @@ func (p *Pipe) addConn(conn net.Conn) {
 		conn.Close()
 		return
 	}
+	if max := p.cfg.maxConns(); max > 0 && len(p.conns) >= max || !p.cfg.limit.take() {
+		p.mu.Unlock()
+		p.reject(conn)
+		return
+	}
+	p.stats.accepted.Add(1)
 	if p.conns == nil {
 		p.conns = make(map[*Pipe]struct{})
 		p.byAddr = make(map[netip.AddrPort]*Pipe)
@@ -911,6 +924,19 @@ func (p *Pipe) addConn(conn net.Conn) {
 	p.byAddr[c.remote] = c
 	p.mu.Unlock()
 	c.start()
+}
+
+// reject closes a connection over a limit at once (with a reset, so the
+// peer learns it now and no TIME_WAIT is left), counts and logs it.
+func (p *Pipe) reject(conn net.Conn) {
+	if tc, ok := conn.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	conn.Close()
+	n := p.stats.rejected.Add(1)
+	if n&(n-1) == 0 { // 1, 2, 4, 8...: a flood does not flood the log
+		p.cfg.logger().Warn("p2pd: connection limit reached, closing new connections", "addr", p.local, "rejected", n)
+	}
 }
 
 // backoff returns the next accept retry delay: 5 ms doubling to 1 s.
@@ -989,6 +1015,12 @@ func (p *Pipe) handshake() error {
 }
 
 // readLoop reads and dispatches the messages of a TCP connection.
+//
+// Deadlines: a framed message being read must complete within ReadTimeout
+// of its first byte; otherwise the connection must not stay silent for
+// IdleTimeout. The idle deadline is moved only when a quarter of it has
+// gone by, not at every read (a deadline change is a timer update), and a
+// deadline that fires early for that reason is moved on, not obeyed.
 func (p *Pipe) readLoop() error {
 	cfg := p.cfg
 	cr := newConnReader(cfg.Framing, cfg.maxMsgSize(), cfg.bufferSize(TCP), p.deliverTCP)
@@ -999,26 +1031,34 @@ func (p *Pipe) readLoop() error {
 		cr.src = p.conn
 	}
 	defer cr.release()
-	idle, rt := cfg.IdleTimeout, cfg.ReadTimeout
+	idle, rt := cfg.idleTimeout(p.parent != nil), cfg.readTimeout()
 	if cfg.Framing == FrameRaw {
 		rt = 0
 	}
-	var frameStart time.Time
+	var frameStart, last, set time.Time // set: the deadline in force
 	for {
 		if idle > 0 || rt > 0 {
-			var dl time.Time
-			if cr.pending() && rt > 0 {
+			now := time.Now()
+			last = now
+			dl := set
+			switch {
+			case cr.pending() && rt > 0:
 				if frameStart.IsZero() {
-					frameStart = time.Now()
+					frameStart = now
+					dl = now.Add(rt)
 				}
-				dl = frameStart.Add(rt)
-			} else {
+			case idle > 0:
 				frameStart = time.Time{}
-				if idle > 0 {
-					dl = time.Now().Add(idle)
+				if set.Sub(now) < idle*3/4 {
+					dl = now.Add(idle)
 				}
+			default:
+				frameStart, dl = time.Time{}, time.Time{}
 			}
-			p.conn.SetReadDeadline(dl)
+			if !dl.Equal(set) {
+				p.conn.SetReadDeadline(dl)
+				set = dl
+			}
 		}
 		if p.closed.Load() || p.draining.Load() {
 			return nil
@@ -1033,6 +1073,12 @@ func (p *Pipe) readLoop() error {
 		case isTimeout(err) && cr.pending() && rt > 0:
 			return fmt.Errorf("%w: %d bytes of a frame in %v", ErrReadTimeout, cr.w-cr.r, rt)
 		case isTimeout(err) && idle > 0:
+			if quiet := time.Since(last); quiet < idle {
+				// Set a quarter early: wait for the rest.
+				set = last.Add(idle)
+				p.conn.SetReadDeadline(set)
+				continue
+			}
 			return fmt.Errorf("%w: nothing received for %v", ErrIdleTimeout, idle)
 		case errors.Is(err, io.EOF):
 			return io.EOF

@@ -15,6 +15,9 @@ const (
 	DefaultTCPBufferSize  = 32 << 10 // as io.Copy's: fewer reads when streaming
 	DefaultMaxMsgSize     = 1 << 20
 	DefaultUDPBatch       = 32 // datagrams per system call, where batches exist (Linux)
+	DefaultMaxConns       = 16384
+	DefaultIdleTimeout    = 5 * time.Minute  // connections a server accepts
+	DefaultReadTimeout    = 30 * time.Second // one framed message
 )
 
 // PipeConfig holds the settings of a pipe. Its zero value is a valid
@@ -49,15 +52,23 @@ type PipeConfig struct {
 	ConnectTimeout time.Duration
 
 	// IdleTimeout closes a TCP connection that receives nothing for this
-	// long, with reason ErrIdleTimeout. Zero or negative: never.
+	// long, with reason ErrIdleTimeout (against peers that connect and
+	// send nothing). Zero: DefaultIdleTimeout for the connections a server
+	// accepts, never for client pipes. Negative: never.
 	IdleTimeout time.Duration
 
 	// ReadTimeout bounds the reading of one framed TCP message, from its
 	// first byte to its last; a message still incomplete then ends the
-	// connection with reason ErrReadTimeout (against slow senders). It does
-	// not apply to FrameRaw, where a message is one read. Zero or negative:
-	// no limit.
+	// connection with reason ErrReadTimeout (against slow senders that
+	// trickle bytes). It does not apply to FrameRaw, where a message is
+	// one read. Zero: DefaultReadTimeout. Negative: no limit.
 	ReadTimeout time.Duration
+
+	// MaxConns caps the connections a TCP server pipe holds at once. A
+	// connection beyond it is closed at once (with a reset) and counted in
+	// [PipeStats].Rejected. Zero: DefaultMaxConns. Negative: no limit. A
+	// Daemon also caps the total over its listeners (Daemon.MaxConns).
+	MaxConns int
 
 	// QueueSize is the capacity of each subscription queue, in messages.
 	// When a queue is full, new matching messages are dropped for that
@@ -129,6 +140,7 @@ type PipeConfig struct {
 	Logger *slog.Logger
 
 	ended func(*Pipe) // the owner's hook for a server pipe that ended, before OnEnd
+	limit *connLimit  // the owner's cap on connections over all its pipes, or nil
 }
 
 func (c *PipeConfig) connectTimeout() time.Duration {
@@ -153,6 +165,34 @@ func (c *PipeConfig) bufferSize(proto Proto) int {
 		return DefaultUDPBufferSize
 	}
 	return DefaultTCPBufferSize
+}
+
+// idleTimeout is the idle limit of a connection (accepted: from a server).
+func (c *PipeConfig) idleTimeout(accepted bool) time.Duration {
+	switch {
+	case c.IdleTimeout < 0:
+		return 0
+	case c.IdleTimeout == 0 && accepted:
+		return DefaultIdleTimeout
+	}
+	return c.IdleTimeout
+}
+
+func (c *PipeConfig) readTimeout() time.Duration {
+	switch {
+	case c.ReadTimeout < 0:
+		return 0
+	case c.ReadTimeout == 0:
+		return DefaultReadTimeout
+	}
+	return c.ReadTimeout
+}
+
+func (c *PipeConfig) maxConns() int {
+	if c.MaxConns == 0 {
+		return DefaultMaxConns
+	}
+	return c.MaxConns
 }
 
 func (c *PipeConfig) udpBatch() int {

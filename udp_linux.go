@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -126,6 +127,8 @@ func (u *udpBatch) release() {
 }
 
 func (u *udpBatch) holdsBuffers() bool { return u.holding.Load() }
+
+func (u *udpBatch) sendDropped() uint64 { return u.sendErrs.Load() }
 
 // udpBatchLoop reads and dispatches batches until the pipe ends.
 func (p *Pipe) udpBatchLoop() error {
@@ -336,4 +339,27 @@ func (u *udpBatch) close() {
 		})
 		u.q.Reset()
 	}
+}
+
+// recvDropped reads how many datagrams the kernel dropped on the socket
+// (SK_MEMINFO_DROPS): a full receive buffer, mostly.
+func (p *Pipe) recvDropped() uint64 {
+	if p.udp == nil {
+		return 0
+	}
+	rc, err := p.udp.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	var mi [unix.SK_MEMINFO_VARS]uint32
+	var e syscall.Errno
+	rc.Control(func(fd uintptr) {
+		l := uint32(unsafe.Sizeof(mi))
+		_, _, e = unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.SOL_SOCKET, unix.SO_MEMINFO,
+			uintptr(unsafe.Pointer(&mi[0])), uintptr(unsafe.Pointer(&l)), 0)
+	})
+	if e != 0 {
+		return 0
+	}
+	return uint64(mi[unix.SK_MEMINFO_DROPS])
 }

@@ -11,6 +11,8 @@ type udpBatch struct{}
 func (p *Pipe) initBatch()                                   {}
 func (p *Pipe) initBatchBound(Family, netip.AddrPort)        {}
 func (p *Pipe) udpBatchLoop() error                          { return p.udpReadLoop() }
+func (p *Pipe) recvDropped() uint64                          { return 0 }
 func (u *udpBatch) queue(*Pipe, []byte, netip.AddrPort) bool { return false }
 func (u *udpBatch) close()                                   {}
 func (u *udpBatch) holdsBuffers() bool                       { return false }
+func (u *udpBatch) sendDropped() uint64                      { return 0 }

@@ -1,0 +1,97 @@
+package p2pd
+
+import "sync/atomic"
+
+// PipeStats are a pipe's counters, read with [Pipe.Stats]. Counters only
+// grow; the ones that do not apply to a pipe stay zero.
+type PipeStats struct {
+	Conns        int    // TCP server: connections open now
+	Accepted     uint64 // TCP server: connections accepted and served
+	Rejected     uint64 // TCP server: connections closed at once over MaxConns (the pipe's or the Daemon's)
+	AcceptErrors uint64 // TCP server: failed accepts retried after a backoff (out of descriptors, ...)
+	NotQueued    uint64 // TCP server: served connections that Accept's full queue did not keep
+	RecvDropped  uint64 // UDP: datagrams the system dropped for a full receive buffer (Linux; 0 elsewhere)
+	SendDropped  uint64 // UDP: queued replies the system refused (see PipeConfig.UDPBatch)
+	SubDropped   uint64 // messages that full subscription queues dropped
+	Panics       uint64 // callbacks that panicked (recovered); a server counts its connections'
+}
+
+type pipeCounters struct {
+	accepted, rejected, acceptErrors, panics atomic.Uint64
+}
+
+// Stats returns the pipe's counters.
+func (p *Pipe) Stats() PipeStats {
+	s := PipeStats{
+		Accepted:     p.stats.accepted.Load(),
+		Rejected:     p.stats.rejected.Load(),
+		AcceptErrors: p.stats.acceptErrors.Load(),
+		NotQueued:    p.dropped.Load(),
+		Panics:       p.stats.panics.Load(),
+	}
+	p.mu.Lock()
+	s.Conns = len(p.conns)
+	p.mu.Unlock()
+	if subs := p.subs.Load(); subs != nil {
+		for _, sub := range *subs {
+			s.SubDropped += sub.Dropped()
+		}
+	}
+	if p.ub != nil {
+		s.SendDropped = p.ub.sendDropped()
+	}
+	if p.proto == UDP && p.server {
+		s.RecvDropped = p.recvDropped()
+	}
+	return s
+}
+
+// connLimit caps the connections of several pipes together (a Daemon's).
+// A nil *connLimit has no cap.
+type connLimit struct {
+	max int64
+	n   atomic.Int64
+}
+
+func (l *connLimit) take() bool {
+	if l == nil {
+		return true
+	}
+	if l.n.Add(1) > l.max {
+		l.n.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (l *connLimit) give() {
+	if l != nil {
+		l.n.Add(-1)
+	}
+}
+
+// DaemonStats are a daemon's counters: its listeners' PipeStats summed.
+type DaemonStats struct {
+	Listeners int
+	PipeStats
+}
+
+// Stats returns the sums of the counters of the daemon's listeners (a
+// listener closed meanwhile no longer counts).
+func (d *Daemon) Stats() DaemonStats {
+	ls := d.Listeners()
+	s := DaemonStats{Listeners: len(ls)}
+	for _, p := range ls {
+		ps := p.Stats()
+		s.Conns += ps.Conns
+		s.Accepted += ps.Accepted
+		s.Rejected += ps.Rejected
+		s.AcceptErrors += ps.AcceptErrors
+		s.NotQueued += ps.NotQueued
+		s.RecvDropped += ps.RecvDropped
+		s.SendDropped += ps.SendDropped
+		s.SubDropped += ps.SubDropped
+		s.Panics += ps.Panics
+	}
+	return s
+}
