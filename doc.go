@@ -30,6 +30,28 @@
 // that prefers to pull. TCP messages are whatever one read returns, or
 // framed by newlines or length prefixes ([Framing]).
 //
+// # Limits, faults and statistics
+//
+// The defaults are safe for a server facing the Internet: a listener holds
+// at most [DefaultMaxConns] connections and a daemon [DefaultDaemonMaxConns]
+// (more are closed at once and counted); an accepted connection that sends
+// nothing for [DefaultIdleTimeout] is closed, and so is one that takes more
+// than [DefaultReadTimeout] to deliver a framed message; a framed message
+// is at most [DefaultMaxMsgSize]; subscription queues are bounded. A
+// panicking callback costs one message. Failed accepts (out of
+// descriptors) back off up to a second. [Pipe.Stats] and [Daemon.Stats]
+// count connections, rejections, accept errors, datagrams the kernel
+// dropped, replies refused and panics.
+//
+// A daemon checks every [DefaultWatchInterval] that its listeners'
+// addresses are still on an interface that is up, and reports changes to
+// Daemon.OnEvent ([EventFailed] with [ErrAddrGone] or [ErrLinkDown], then
+// [EventRestored]) and to its log.
+//
+// p2pd creates no file: no lock, pid or runtime file. A second instance on
+// the same ports is refused by the kernel ([ErrAddrInUse]), and a crashed
+// one leaves nothing behind.
+//
 // # Interfaces and routes
 //
 // An [Interface] is a network interface with every address and its state
