@@ -55,8 +55,9 @@ func (e Event) String() string {
 
 // addrWatcher checks, every interval, that the addresses of a daemon's
 // listeners are still on an interface that is up, in the network namespace
-// the daemon bound them in, and reports changes. Its goroutine is the
-// daemon's: it ends on Close or Shutdown.
+// the daemon bound its first listeners in (a daemon whose listeners span
+// namespaces is checked in that one only), and reports changes. Its
+// goroutine is the daemon's: it ends on Close or Shutdown.
 type addrWatcher struct {
 	d        *Daemon
 	interval time.Duration
