@@ -35,6 +35,12 @@ var (
 	// ErrAddrGone reports a listener whose address is no longer on any
 	// interface (see Event).
 	ErrAddrGone = errors.New("p2pd: address removed")
+	// ErrDADFailed reports an IPv6 address that duplicate address detection
+	// found in use by another host: it can never be bound.
+	ErrDADFailed = errors.New("p2pd: duplicate address (DAD failed)")
+	// ErrTentative reports an IPv6 address still in duplicate address
+	// detection when Listen stopped waiting for it.
+	ErrTentative = errors.New("p2pd: address tentative (DAD still running)")
 	// ErrLinkDown reports a listener whose address is on an interface that
 	// is down (see Event).
 	ErrLinkDown = errors.New("p2pd: interface down")

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -187,15 +188,21 @@ func listenShared(ctx context.Context, proto Proto, r Route, cfg *PipeConfig) (*
 	var p *Pipe
 	if proto == TCP {
 		ln, err := lc.Listen(ctx, network, addr)
+		if err != nil && cfg.waitForAddr(ctx, r.Bound.Addr(), err) {
+			ln, err = lc.Listen(ctx, network, addr)
+		}
 		if err != nil {
-			return nil, newBindError(fam, proto, r.Bound, err)
+			return nil, cfg.bindError(fam, proto, r.Bound, err)
 		}
 		p = newPipe(cfg, TCP, true, nil)
 		p.ln = ln
 	} else {
 		pc, err := lc.ListenPacket(ctx, network, addr)
+		if err != nil && cfg.waitForAddr(ctx, r.Bound.Addr(), err) {
+			pc, err = lc.ListenPacket(ctx, network, addr)
+		}
 		if err != nil {
-			return nil, newBindError(fam, proto, r.Bound, err)
+			return nil, cfg.bindError(fam, proto, r.Bound, err)
 		}
 		p = newPipe(cfg, UDP, true, nil)
 		p.setPacketConn(pc)
@@ -412,12 +419,19 @@ func (c *PipeConfig) setLinger(conn net.Conn) {
 // before user's; nil when there is nothing to do.
 func (c *PipeConfig) control(proto Proto, user func(network, address string, rc syscall.RawConn) error) func(network, address string, rc syscall.RawConn) error {
 	reuse, bcast := proto == UDP && c.ReuseAddr, proto == UDP && c.Broadcast
-	if !reuse && !bcast {
+	if !reuse && !bcast && !c.FreeBind {
 		return user
 	}
 	return func(network, address string, rc syscall.RawConn) error {
-		if err := setSockopts(rc, reuse, bcast); err != nil {
-			return err
+		if reuse || bcast {
+			if err := setSockopts(rc, reuse, bcast); err != nil {
+				return err
+			}
+		}
+		if c.FreeBind {
+			if err := setFreeBind(rc, strings.HasSuffix(network, "6")); err != nil {
+				return err
+			}
 		}
 		if user != nil {
 			return user(network, address, rc)

@@ -18,6 +18,7 @@ const (
 	DefaultMaxConns       = 16384
 	DefaultIdleTimeout    = 5 * time.Minute  // connections a server accepts
 	DefaultReadTimeout    = 30 * time.Second // one framed message
+	DefaultDADWait        = 10 * time.Second // a tentative IPv6 address
 )
 
 // PipeConfig holds the settings of a pipe. Its zero value is a valid
@@ -118,6 +119,20 @@ type PipeConfig struct {
 
 	// Broadcast sets SO_BROADCAST on UDP sockets.
 	Broadcast bool
+
+	// FreeBind lets a server pipe bind an address that is not (yet) on an
+	// interface, such as an IPv6 address whose duplicate address detection
+	// is still running (IP_FREEBIND; Linux only, elsewhere Listen fails
+	// with ErrUnsupported). False: Listen on a tentative IPv6 address waits
+	// for DAD to finish (see DADWait).
+	FreeBind bool
+
+	// DADWait bounds how long Listen waits for a tentative IPv6 address to
+	// finish duplicate address detection before binding it (the context
+	// given to Listen also applies). An address whose DAD failed is not
+	// waited for: Listen fails with an error wrapping ErrDADFailed. Zero:
+	// DefaultDADWait. Negative: do not wait.
+	DADWait time.Duration
 
 	// TLS, if set, runs TLS over TCP pipes: a server needs Certificates
 	// (or GetCertificate); a client verifies the server with RootCAs (nil:
