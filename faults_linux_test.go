@@ -28,30 +28,30 @@ import (
 	"github.com/p2pd/p2pd/internal/testnet"
 )
 
-// nsSocket is one socket of `ss -Htanu` run inside a namespace.
-type nsSocket struct {
+// fltSocket is one socket of `ss -Htanu` run inside a namespace.
+type fltSocket struct {
 	proto string // "tcp" or "udp"
 	state string // "LISTEN", "UNCONN", "TIME-WAIT", ...
 	local netip.AddrPort
 	wild  bool // bound to 0.0.0.0, :: or * (dual-stack wildcard)
 }
 
-func (s nsSocket) String() string { return s.proto + " " + s.local.String() }
+func (s fltSocket) String() string { return s.proto + " " + s.local.String() }
 
-// nsSockets lists every TCP and UDP socket of h, in any state.
-func nsSockets(t *testing.T, h *testnet.Host) []nsSocket {
+// fltSockets lists every TCP and UDP socket of h, in any state.
+func fltSockets(t *testing.T, h *testnet.Host) []fltSocket {
 	t.Helper()
 	out, err := h.Command("ss", "-Htanu").Output()
 	if err != nil {
 		t.Fatalf("ss -Htanu: %v", err)
 	}
-	var list []nsSocket
+	var list []fltSocket
 	for line := range strings.Lines(string(out)) {
 		f := strings.Fields(line)
 		if len(f) < 6 {
 			continue
 		}
-		s := nsSocket{proto: f[0], state: f[1]}
+		s := fltSocket{proto: f[0], state: f[1]}
 		local := f[4]
 		i := strings.LastIndex(local, ":")
 		host, port := local[:i], local[i+1:]
@@ -79,12 +79,12 @@ func nsSockets(t *testing.T, h *testnet.Host) []nsSocket {
 	return list
 }
 
-// nsBound returns the bound (listening TCP, any UDP) sockets of h on
+// fltBound returns the bound (listening TCP, any UDP) sockets of h on
 // ports lo..hi as sorted strings, and fails on any wildcard among them.
-func nsBound(t *testing.T, h *testnet.Host, lo, hi uint16) []string {
+func fltBound(t *testing.T, h *testnet.Host, lo, hi uint16) []string {
 	t.Helper()
 	var out []string
-	for _, s := range nsSockets(t, h) {
+	for _, s := range fltSockets(t, h) {
 		if s.local.Port() < lo || s.local.Port() > hi {
 			continue
 		}
@@ -99,7 +99,7 @@ func nsBound(t *testing.T, h *testnet.Host, lo, hi uint16) []string {
 	return out
 }
 
-func pipeStrings(ps []*Pipe) []string {
+func fltPipeStrings(ps []*Pipe) []string {
 	var out []string
 	for _, p := range ps {
 		out = append(out, strings.ToLower(p.Proto().String())+" "+p.LocalAddr().String())
@@ -155,7 +155,7 @@ func TestListenAllBindsNothingUnasked(t *testing.T) {
 				t.Errorf("Len %d", d.Len())
 			}
 		}
-		if got := nsBound(t, srv, 27000, 27001); len(got) != 0 {
+		if got := fltBound(t, srv, 27000, 27001); len(got) != 0 {
 			t.Fatalf("bound %v", got)
 		}
 	})
@@ -192,7 +192,7 @@ func TestListenAllBindsNothingUnasked(t *testing.T) {
 				t.Errorf("Len %d", d.Len())
 			}
 		}
-		if got := nsBound(t, srv, 27100, 27101); len(got) != 0 {
+		if got := fltBound(t, srv, 27100, 27101); len(got) != 0 {
 			t.Fatalf("bound %v", got)
 		}
 		// Read again, the interface serves nothing.
@@ -207,7 +207,7 @@ func TestListenAllBindsNothingUnasked(t *testing.T) {
 		if ps, err := listenAll(d, []Target{fresh}, Ports{{27100, 27101}}, AnyFamily); !errors.Is(err, ErrFamilyUnsupported) || ps != nil {
 			t.Fatalf("fresh interface without addresses: %v, %v", ps, err)
 		}
-		if got := nsBound(t, srv, 27100, 27101); len(got) != 0 {
+		if got := fltBound(t, srv, 27100, 27101); len(got) != 0 {
 			t.Fatalf("bound %v", got)
 		}
 	})
@@ -232,10 +232,10 @@ func TestListenAllBindsNothingUnasked(t *testing.T) {
 			want = append(want, proto+" 10.11.0.1:27200", proto+" "+netip.AddrPortFrom(ll, 27200).String())
 		}
 		slices.Sort(want)
-		if got := pipeStrings(ps); !slices.Equal(got, want) {
+		if got := fltPipeStrings(ps); !slices.Equal(got, want) {
 			t.Fatalf("pipes %v, want %v", got, want)
 		}
-		if got := nsBound(t, srv, 27200, 27200); !slices.Equal(got, want) {
+		if got := fltBound(t, srv, 27200, 27200); !slices.Equal(got, want) {
 			t.Fatalf("ss: %v, want %v", got, want)
 		}
 	})
@@ -263,15 +263,15 @@ func TestListenAllBindsNothingUnasked(t *testing.T) {
 			want = append(want, proto+" 10.9.0.1:27300", proto+" [2001:db8:9::1]:27300", proto+" "+netip.AddrPortFrom(ll, 27300).String())
 		}
 		slices.Sort(want)
-		if got := pipeStrings(ps); !slices.Equal(got, want) {
+		if got := fltPipeStrings(ps); !slices.Equal(got, want) {
 			t.Fatalf("pipes %v, want %v", got, want)
 		}
-		if got := nsBound(t, srv, 27300, 27300); !slices.Equal(got, want) {
+		if got := fltBound(t, srv, 27300, 27300); !slices.Equal(got, want) {
 			t.Fatalf("ss: %v, want %v", got, want)
 		}
 		// Served where bound, not on the route's other address.
 		srv.Do(t, func() {
-			if err := echoOnce("tcp4", netip.MustParseAddrPort("10.9.0.1:27300"), "bound"); err != nil {
+			if err := hzEcho("tcp4", netip.MustParseAddrPort("10.9.0.1:27300"), "bound"); err != nil {
 				t.Errorf("echo on 10.9.0.1: %v", err)
 			}
 			if c, err := net.DialTimeout("tcp4", "10.9.0.2:27300", time.Second); err == nil {
@@ -317,7 +317,7 @@ func TestFDExhaustionChild(t *testing.T) {
 		t.Skip("runs only as the child of TestFDExhaustion")
 	}
 	var retries atomic.Int32
-	logger := slog.New(&msgCounter{Handler: slog.NewTextHandler(io.Discard, nil), substr: "accept error", n: &retries})
+	logger := slog.New(&fltMsgCounter{Handler: slog.NewTextHandler(io.Discard, nil), substr: "accept error", n: &retries})
 	srv := listen(t, TCP, loopRoute(t, IPv4), &PipeConfig{MsgCB: echoCB, Logger: logger})
 	sa := &syscall.SockaddrInet4{Port: int(srv.LocalAddr().Port()), Addr: [4]byte{127, 0, 0, 1}}
 
@@ -394,9 +394,9 @@ func TestFDExhaustionChild(t *testing.T) {
 
 	// While exhausted: no spinning. CPU time of the whole process over 1 s.
 	time.Sleep(50 * time.Millisecond)
-	r0, w0 := cpuTime(t), time.Now()
+	r0, w0 := fltCPUTime(t), time.Now()
 	time.Sleep(time.Second)
-	cpu, wall := cpuTime(t)-r0, time.Since(w0)
+	cpu, wall := fltCPUTime(t)-r0, time.Since(w0)
 	exhaustedRetries := retries.Load()
 	if n := len(srv.Clients()); n != 0 {
 		t.Fatalf("%d connections accepted with no descriptor free", n)
@@ -433,8 +433,8 @@ func TestFDExhaustionChild(t *testing.T) {
 	}
 }
 
-// cpuTime returns the user + system CPU time of the process.
-func cpuTime(t *testing.T) time.Duration {
+// fltCPUTime returns the user + system CPU time of the process.
+func fltCPUTime(t *testing.T) time.Duration {
 	t.Helper()
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
@@ -443,14 +443,14 @@ func cpuTime(t *testing.T) time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// msgCounter counts log records whose message contains substr.
-type msgCounter struct {
+// fltMsgCounter counts log records whose message contains substr.
+type fltMsgCounter struct {
 	slog.Handler
 	substr string
 	n      *atomic.Int32
 }
 
-func (h *msgCounter) Handle(ctx context.Context, r slog.Record) error {
+func (h *fltMsgCounter) Handle(ctx context.Context, r slog.Record) error {
 	if strings.Contains(r.Message, h.substr) {
 		h.n.Add(1)
 	}

@@ -21,10 +21,10 @@ import (
 	"time"
 )
 
-// blockedDaemon is a daemon on 127.0.0.1 with a TCP listener and two UDP
+// fltBlocked is a daemon on 127.0.0.1 with a TCP listener and two UDP
 // listeners whose callback echoes, panics on messages starting with
 // "panic" and blocks on messages starting with "block" until release.
-type blockedDaemon struct {
+type fltBlocked struct {
 	d           *Daemon
 	tcp         netip.AddrPort
 	udp1, udp2  netip.AddrPort
@@ -35,11 +35,11 @@ type blockedDaemon struct {
 	releaseCh   chan struct{}
 }
 
-func (b *blockedDaemon) release() { b.releaseOnce.Do(func() { close(b.releaseCh) }) }
+func (b *fltBlocked) release() { b.releaseOnce.Do(func() { close(b.releaseCh) }) }
 
-func newBlockedDaemon(t *testing.T) *blockedDaemon {
+func fltNewBlocked(t *testing.T) *fltBlocked {
 	t.Helper()
-	b := &blockedDaemon{started: make(chan string, 16), releaseCh: make(chan struct{})}
+	b := &fltBlocked{started: make(chan string, 16), releaseCh: make(chan struct{})}
 	logger := slog.New(countHandler{slog.NewTextHandler(io.Discard, nil), &b.panics})
 	b.d = &Daemon{Logger: logger, MsgCB: MsgCallbackFunc(func(msg []byte, from netip.AddrPort, p *Pipe) {
 		switch {
@@ -67,7 +67,7 @@ func newBlockedDaemon(t *testing.T) *blockedDaemon {
 }
 
 // waitStarted waits for the blocking callback of msg to begin.
-func (b *blockedDaemon) waitStarted(t *testing.T, msg string) {
+func (b *fltBlocked) waitStarted(t *testing.T, msg string) {
 	t.Helper()
 	select {
 	case m := <-b.started:
@@ -80,7 +80,7 @@ func (b *blockedDaemon) waitStarted(t *testing.T, msg string) {
 }
 
 // waitPanics waits until n panics have been logged.
-func (b *blockedDaemon) waitPanics(t *testing.T, n int32) {
+func (b *fltBlocked) waitPanics(t *testing.T, n int32) {
 	t.Helper()
 	deadline := time.Now().Add(waitFor)
 	for b.panics.Load() < n {
@@ -91,7 +91,7 @@ func (b *blockedDaemon) waitPanics(t *testing.T, n int32) {
 	}
 }
 
-func faultDial(t *testing.T, network string, to netip.AddrPort) net.Conn {
+func fltDial(t *testing.T, network string, to netip.AddrPort) net.Conn {
 	t.Helper()
 	c, err := net.DialTimeout(network, to.String(), 2*time.Second)
 	if err != nil {
@@ -102,7 +102,7 @@ func faultDial(t *testing.T, network string, to netip.AddrPort) net.Conn {
 }
 
 // exchange sends msg on c and waits (2 s at most) for the same bytes.
-func exchange(t *testing.T, c net.Conn, msg string) {
+func fltExchange(t *testing.T, c net.Conn, msg string) {
 	t.Helper()
 	t0 := time.Now()
 	c.SetDeadline(time.Now().Add(2 * time.Second))
@@ -116,7 +116,7 @@ func exchange(t *testing.T, c net.Conn, msg string) {
 	}
 }
 
-func send(t *testing.T, c net.Conn, msg string) {
+func fltSend(t *testing.T, c net.Conn, msg string) {
 	t.Helper()
 	c.SetWriteDeadline(time.Now().Add(2 * time.Second))
 	if _, err := c.Write([]byte(msg)); err != nil {
@@ -126,13 +126,13 @@ func send(t *testing.T, c net.Conn, msg string) {
 
 // block makes a TCP connection's callback and a UDP socket's callback
 // block: connection a on the TCP listener, and the first UDP listener.
-func (b *blockedDaemon) block(t *testing.T) (a, u net.Conn) {
+func (b *fltBlocked) block(t *testing.T) (a, u net.Conn) {
 	t.Helper()
-	a = faultDial(t, "tcp4", b.tcp)
-	send(t, a, "block-tcp")
+	a = fltDial(t, "tcp4", b.tcp)
+	fltSend(t, a, "block-tcp")
 	b.waitStarted(t, "block-tcp")
-	u = faultDial(t, "udp4", b.udp1)
-	send(t, u, "block-udp")
+	u = fltDial(t, "udp4", b.udp1)
+	fltSend(t, u, "block-udp")
 	b.waitStarted(t, "block-udp")
 	return a, u
 }
@@ -144,40 +144,40 @@ func (b *blockedDaemon) block(t *testing.T) (a, u net.Conn) {
 // UDP listener. Then Close returns once the blocked callbacks are
 // released, after they have finished.
 func TestCallbackFaultIsolation(t *testing.T) {
-	b := newBlockedDaemon(t)
+	b := fltNewBlocked(t)
 
 	// A TCP connection whose callback blocks.
-	a := faultDial(t, "tcp4", b.tcp)
-	send(t, a, "block-tcp")
+	a := fltDial(t, "tcp4", b.tcp)
+	fltSend(t, a, "block-tcp")
 	b.waitStarted(t, "block-tcp")
 
 	// Another connection of the same listener: echo, a panic, echo.
-	c := faultDial(t, "tcp4", b.tcp)
-	exchange(t, c, "c1")
-	send(t, c, "panic-tcp")
+	c := fltDial(t, "tcp4", b.tcp)
+	fltExchange(t, c, "c1")
+	fltSend(t, c, "panic-tcp")
 	b.waitPanics(t, 1) // so that "c2" is not read together with "panic-tcp"
-	exchange(t, c, "c2")
+	fltExchange(t, c, "c2")
 
 	// The UDP listeners: echo, a panic, echo.
-	u1 := faultDial(t, "udp4", b.udp1)
-	exchange(t, u1, "u1")
-	send(t, u1, "panic-udp")
+	u1 := fltDial(t, "udp4", b.udp1)
+	fltExchange(t, u1, "u1")
+	fltSend(t, u1, "panic-udp")
 	b.waitPanics(t, 2)
-	exchange(t, u1, "u2")
-	u2 := faultDial(t, "udp4", b.udp2)
-	exchange(t, u2, "v1")
+	fltExchange(t, u1, "u2")
+	u2 := fltDial(t, "udp4", b.udp2)
+	fltExchange(t, u2, "v1")
 
 	// Now the first UDP listener's callback blocks too.
-	send(t, u1, "block-udp")
+	fltSend(t, u1, "block-udp")
 	b.waitStarted(t, "block-udp")
-	exchange(t, c, "c3")                           // an open TCP connection
-	exchange(t, faultDial(t, "tcp4", b.tcp), "n1") // a new TCP connection
-	exchange(t, u2, "v2")                          // the other UDP listener
+	fltExchange(t, c, "c3")                         // an open TCP connection
+	fltExchange(t, fltDial(t, "tcp4", b.tcp), "n1") // a new TCP connection
+	fltExchange(t, u2, "v2")                        // the other UDP listener
 	// Many exchanges in a row, to show nothing slows down.
 	t0 := time.Now()
 	for i := range 50 {
-		exchange(t, c, fmt.Sprintf("c-%d", i))
-		exchange(t, u2, fmt.Sprintf("v-%d", i))
+		fltExchange(t, c, fmt.Sprintf("c-%d", i))
+		fltExchange(t, u2, fmt.Sprintf("v-%d", i))
 	}
 	t.Logf("100 exchanges with two callbacks blocked: %v", time.Since(t0))
 
@@ -225,7 +225,7 @@ func TestCallbackFaultIsolation(t *testing.T) {
 // blocked, the listeners are closed at once, and a Close afterwards
 // returns once the callbacks are released.
 func TestShutdownWithBlockedCallback(t *testing.T) {
-	b := newBlockedDaemon(t)
+	b := fltNewBlocked(t)
 	b.block(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()

@@ -64,7 +64,7 @@ type hostileCase struct {
 	is    []error       // errors.Is must hold for each
 	as    []any         // errors.As must hold for each (pointers to pointer types)
 	errno syscall.Errno // on Linux, errors.Is(err, errno) too
-	check func(t errorfer, err error)
+	check func(t hzErrorfer, err error)
 	// bug, when set, names a known library bug: a failing check is
 	// reported with t.Skip("BUG: ...") so the suite stays green.
 	bug string
@@ -95,9 +95,9 @@ func hostileFreePort(t *testing.T) uint16 {
 	return 0
 }
 
-// socketCount returns the number of sockets this process holds (Linux),
+// hzSocketCount returns the number of sockets this process holds (Linux),
 // or -1 where /proc is missing.
-func socketCount(t testing.TB) int {
+func hzSocketCount(t testing.TB) int {
 	t.Helper()
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
@@ -112,8 +112,8 @@ func socketCount(t testing.TB) int {
 	return n
 }
 
-// echoOnce sends msg to addr over network and checks the reply (2 s).
-func echoOnce(network string, addr netip.AddrPort, msg string) error {
+// hzEcho sends msg to addr over network and checks the reply (2 s).
+func hzEcho(network string, addr netip.AddrPort, msg string) error {
 	c, err := net.DialTimeout(network, addr.String(), 2*time.Second)
 	if err != nil {
 		return err
@@ -134,9 +134,9 @@ func echoOnce(network string, addr netip.AddrPort, msg string) error {
 	return nil
 }
 
-// waitNoClients waits until a TCP server pipe has no live connection (the
+// hzWaitNoClients waits until a TCP server pipe has no live connection (the
 // server side of a closed client ends asynchronously).
-func waitNoClients(t testing.TB, p *Pipe) {
+func hzWaitNoClients(t testing.TB, p *Pipe) {
 	t.Helper()
 	deadline := time.Now().Add(waitFor)
 	for len(p.Clients()) > 0 {
@@ -358,7 +358,7 @@ func hostileCases() []hostileCase {
 				_, err := e.d.ListenAll(bg, []Target{e.loIf}, Ports{{40000, 40020}}, tcp, IPv4)
 				return err
 			},
-			check: func(t errorfer, err error) {
+			check: func(t hzErrorfer, err error) {
 				var le *LimitError
 				errors.As(err, &le)
 				if le.Want != 21 || le.Have != 2 || le.Limit != 16 {
@@ -371,7 +371,7 @@ func hostileCases() []hostileCase {
 				_, err := e.d.ListenAll(bg, []Target{e.loIf}, Ports{Port(e.heldPort)}, []Proto{UDP, TCP}, IPv4)
 				return err
 			},
-			check: func(t errorfer, err error) {
+			check: func(t hzErrorfer, err error) {
 				var le *ListenError
 				errors.As(err, &le)
 				if le.Tried != 2 || len(le.Failed) != 1 || !le.Closed || le.Failed[0].Proto != TCP {
@@ -503,9 +503,8 @@ func hostileCases() []hostileCase {
 		{name: "Listen/unbound route without address", is: []error{ErrNoAddress}, as: []any{bindErr},
 			call: func(e *hostileEnv) error { _, err := Listen(bg, UDP, Route{Family: IPv6}, nil); return err }},
 		{name: "Listen/BindError of an unbound route keeps its family", is: []error{ErrNoAddress}, as: []any{bindErr},
-			bug:  "listenShared (pipe.go) assigns the zero Route returned by a failed r.Bind to r before building the BindError, so BindError.Family is AnyFamily",
 			call: func(e *hostileEnv) error { _, err := Listen(bg, UDP, Route{Family: IPv6}, nil); return err },
-			check: func(t errorfer, err error) {
+			check: func(t hzErrorfer, err error) {
 				var be *BindError
 				if errors.As(err, &be) && be.Family != IPv6 {
 					t.Errorf("BindError.Family = %v, want IPv6 (the route's): %v", be.Family, err)
@@ -517,7 +516,6 @@ func hostileCases() []hostileCase {
 				return err
 			}},
 		{name: "Listen/bound route of family 9", is: []error{ErrBadFamily}, as: []any{bindErr},
-			bug:  "listenShared (pipe.go) never calls r.checkFamily on a bound route: Family(9) gets ErrFamilyUnsupported, while Daemon.AddListener and Route.Bind give ErrBadFamily for the same route",
 			call: func(e *hostileEnv) error { _, err := Listen(bg, TCP, hostileRoute(9, "127.0.0.1:0"), nil); return err }},
 		{name: "Listen/bad zone", is: []error{ErrNoInterface}, as: []any{bindErr, ifErr},
 			call: func(e *hostileEnv) error { _, err := Listen(bg, UDP, hostileRoute(IPv6, llBadZone), nil); return err }},
@@ -600,13 +598,11 @@ func hostileCases() []hostileCase {
 		{name: "Send/UDP server to port 0", errno: syscall.EINVAL,
 			call: func(e *hostileEnv) error { return e.udpSrv.Send([]byte("x"), netip.MustParseAddrPort("127.0.0.1:0")) }},
 		{name: "Send/IPv4 UDP server to an IPv6 address", is: []error{ErrFamilyUnsupported},
-			bug:  "Pipe.Send (pipe.go) does not check the destination's family on a UDP server pipe: the error is the net package's *net.AddrError, which wraps no p2pd sentinel",
 			call: func(e *hostileEnv) error { return e.udpSrv.Send([]byte("x"), netip.MustParseAddrPort("[::1]:9")) }},
 		{name: "Send/UDP server to a bad zone", is: []error{ErrNoInterface},
-			bug: "Pipe.Send (pipe.go, udp.go sendTo) hands a zoned destination to the net package, which maps an unknown zone name to scope id 0: the datagram goes wherever the routing table sends fe80::/64 and Send returns nil; Listen and Dial resolve zones with resolveZone and report ErrNoInterface",
 			call: func(e *hostileEnv) error {
 				if e.nsUDP6 == nil {
-					return errSkipCase
+					return hzErrSkip
 				}
 				return e.nsUDP6.Send([]byte("x"), netip.MustParseAddrPort("[fe80::1%nosuchif0]:9"))
 			}},
@@ -696,11 +692,11 @@ func hostileCases() []hostileCase {
 	return cases
 }
 
-// errSkipCase is returned by a case that cannot run here.
-var errSkipCase = errors.New("case needs root (network namespace)")
+// hzErrSkip is returned by a case that cannot run here.
+var hzErrSkip = errors.New("case needs root (network namespace)")
 
-// describeChain lists the types of an error's chain, for failure messages.
-func describeChain(err error) string {
+// hzChain lists the types of an error's chain, for failure messages.
+func hzChain(err error) string {
 	var parts []string
 	var walk func(error, int)
 	walk = func(err error, depth int) {
@@ -734,19 +730,19 @@ func TestHostileArguments(t *testing.T) {
 	}
 	echo := func(t *testing.T, when string) {
 		t.Helper()
-		if err := echoOnce("tcp4", e.tcpL.LocalAddr(), "tcp "+when); err != nil {
+		if err := hzEcho("tcp4", e.tcpL.LocalAddr(), "tcp "+when); err != nil {
 			t.Fatalf("TCP listener %s: %v", when, err)
 		}
-		if err := echoOnce("udp4", e.udpL.LocalAddr(), "udp "+when); err != nil {
+		if err := hzEcho("udp4", e.udpL.LocalAddr(), "udp "+when); err != nil {
 			t.Fatalf("UDP listener %s: %v", when, err)
 		}
-		waitNoClients(t, e.tcpL)
+		hzWaitNoClients(t, e.tcpL)
 	}
 	echo(t, "before")
 	var bugs []string
 	for _, tc := range hostileCases() {
 		t.Run(tc.name, func(t *testing.T) {
-			socks := socketCount(t)
+			socks := hzSocketCount(t)
 			var err error
 			var panicked any
 			func() {
@@ -756,11 +752,11 @@ func TestHostileArguments(t *testing.T) {
 			if panicked != nil {
 				t.Fatalf("BUG: panics: %v", panicked)
 			}
-			if err == errSkipCase {
+			if err == hzErrSkip {
 				skipUnlessCI(t, "%v", err)
 			}
 			// The typed-error checks; a known bug turns their failure into a skip.
-			et := &errT{T: t}
+			et := &hzErrT{T: t}
 			checkHostileErr(et, tc, err)
 			if et.failed {
 				if tc.bug != "" {
@@ -778,7 +774,7 @@ func TestHostileArguments(t *testing.T) {
 			if got := e.d.Listeners(); !slices.Equal(got, wantListeners) || e.d.Len() != 2 {
 				t.Fatalf("listeners changed: %v (Len %d)", got, e.d.Len())
 			}
-			if after := socketCount(t); after != socks {
+			if after := hzSocketCount(t); after != socks {
 				t.Fatalf("the call left %d sockets behind (before %d, after %d)", after-socks, socks, after)
 			}
 			echo(t, "after "+tc.name)
@@ -790,39 +786,39 @@ func TestHostileArguments(t *testing.T) {
 	}
 }
 
-type errorfer interface {
+type hzErrorfer interface {
 	Errorf(format string, args ...any)
 }
 
-// errT collects check failures so that a known bug can turn them into a skip.
-type errT struct {
+// hzErrT collects check failures so that a known bug can turn them into a skip.
+type hzErrT struct {
 	*testing.T
 	failed bool
 	msgs   []string
 }
 
-func (e *errT) Errorf(format string, args ...any) {
+func (e *hzErrT) Errorf(format string, args ...any) {
 	e.failed = true
 	e.msgs = append(e.msgs, fmt.Sprintf(format, args...))
 }
 
-func checkHostileErr(t *errT, tc hostileCase, err error) {
+func checkHostileErr(t *hzErrT, tc hostileCase, err error) {
 	if err == nil {
 		t.Errorf("no error")
 		return
 	}
 	for _, target := range tc.is {
 		if !errors.Is(err, target) {
-			t.Errorf("errors.Is(%q, %v) is false; chain: %s", err, target, describeChain(err))
+			t.Errorf("errors.Is(%q, %v) is false; chain: %s", err, target, hzChain(err))
 		}
 	}
 	for _, target := range tc.as {
 		if !errors.As(err, target) {
-			t.Errorf("errors.As(%q, %T) is false; chain: %s", err, target, describeChain(err))
+			t.Errorf("errors.As(%q, %T) is false; chain: %s", err, target, hzChain(err))
 		}
 	}
 	if tc.errno != 0 && runtime.GOOS == "linux" && !errors.Is(err, tc.errno) {
-		t.Errorf("errors.Is(%q, %v) is false; chain: %s", err, tc.errno, describeChain(err))
+		t.Errorf("errors.Is(%q, %v) is false; chain: %s", err, tc.errno, hzChain(err))
 	}
 	if tc.check != nil {
 		tc.check(t, err)
@@ -834,15 +830,15 @@ func checkHostileErr(t *errT, tc hostileCase, err error) {
 
 // ---- TLS ----
 
-// tlsCA is a test certificate authority that signs server and client
+// hzCA is a test certificate authority that signs server and client
 // certificates.
-type tlsCA struct {
+type hzCA struct {
 	cert *x509.Certificate
 	key  *ecdsa.PrivateKey
 	pool *x509.CertPool
 }
 
-func newTLSCA(t *testing.T, name string) *tlsCA {
+func hzNewCA(t *testing.T, name string) *hzCA {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -860,12 +856,12 @@ func newTLSCA(t *testing.T, name string) *tlsCA {
 	cert, _ := x509.ParseCertificate(der)
 	pool := x509.NewCertPool()
 	pool.AddCert(cert)
-	return &tlsCA{cert: cert, key: key, pool: pool}
+	return &hzCA{cert: cert, key: key, pool: pool}
 }
 
 // issue signs a leaf certificate valid from notBefore to notAfter, for
 // 127.0.0.1 and the DNS name "p2pd.test", for server or client use.
-func (ca *tlsCA) issue(t *testing.T, client bool, notBefore, notAfter time.Time) tls.Certificate {
+func (ca *hzCA) issue(t *testing.T, client bool, notBefore, notAfter time.Time) tls.Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -889,18 +885,18 @@ func (ca *tlsCA) issue(t *testing.T, client bool, notBefore, notAfter time.Time)
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
 
-// tlsServer is a TLS echo server pipe that counts its callbacks and
+// hzTLSServer is a TLS echo server pipe that counts its callbacks and
 // records the end reasons of its connections.
-type tlsServer struct {
+type hzTLSServer struct {
 	p     *Pipe
 	calls atomic.Int32
 	ups   atomic.Int32
 	ends  chan error // reasons of the connections' OnEnd
 }
 
-func newTLSServer(t *testing.T, cfg *tls.Config, connectTimeout time.Duration) *tlsServer {
+func hzNewTLSServer(t *testing.T, cfg *tls.Config, connectTimeout time.Duration) *hzTLSServer {
 	t.Helper()
-	s := &tlsServer{ends: make(chan error, 16)}
+	s := &hzTLSServer{ends: make(chan error, 16)}
 	s.p = listen(t, TCP, loopRoute(t, IPv4), &PipeConfig{
 		TLS: cfg, Framing: FrameLine, ConnectTimeout: connectTimeout, Logger: quietLogger(),
 		MsgCB: MsgCallbackFunc(func(msg []byte, from netip.AddrPort, p *Pipe) {
@@ -919,7 +915,7 @@ func newTLSServer(t *testing.T, cfg *tls.Config, connectTimeout time.Duration) *
 
 // refused waits for the server side of a refused connection to end and
 // checks that no callback ran.
-func (s *tlsServer) refused(t *testing.T) error {
+func (s *hzTLSServer) refused(t *testing.T) error {
 	t.Helper()
 	select {
 	case reason := <-s.ends:
@@ -939,9 +935,9 @@ func (s *tlsServer) refused(t *testing.T) error {
 	return nil
 }
 
-// expectClosed checks that the server closes c: a read gives EOF or a
+// hzExpectClosed checks that the server closes c: a read gives EOF or a
 // reset, and no byte of an echo.
-func expectClosed(t *testing.T, c net.Conn) {
+func hzExpectClosed(t *testing.T, c net.Conn) {
 	t.Helper()
 	c.SetReadDeadline(time.Now().Add(waitFor))
 	b, err := io.ReadAll(c)
@@ -960,19 +956,19 @@ func expectClosed(t *testing.T, c net.Conn) {
 // one are refused before any callback; a client refuses an expired server
 // certificate and a certificate for another name (SNI / hostname).
 func TestTLSRefusals(t *testing.T) {
-	ca, rogue := newTLSCA(t, "p2pd CA"), newTLSCA(t, "rogue CA")
+	ca, rogue := hzNewCA(t, "p2pd CA"), hzNewCA(t, "rogue CA")
 	now := time.Now()
 	serverCert := ca.issue(t, false, now.Add(-time.Hour), now.Add(time.Hour))
 
 	t.Run("plaintext HTTP request", func(t *testing.T) {
-		s := newTLSServer(t, &tls.Config{Certificates: []tls.Certificate{serverCert}}, 0)
+		s := hzNewTLSServer(t, &tls.Config{Certificates: []tls.Certificate{serverCert}}, 0)
 		c, err := net.Dial("tcp", s.p.LocalAddr().String())
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
 		c.Write([]byte("GET / HTTP/1.1\r\nHost: p2pd.test\r\n\r\nhello\n"))
-		expectClosed(t, c)
+		hzExpectClosed(t, c)
 		reason := s.refused(t)
 		var rh tls.RecordHeaderError
 		if !errors.As(reason, &rh) {
@@ -981,14 +977,14 @@ func TestTLSRefusals(t *testing.T) {
 	})
 
 	t.Run("silent client cut by ConnectTimeout", func(t *testing.T) {
-		s := newTLSServer(t, &tls.Config{Certificates: []tls.Certificate{serverCert}}, 200*time.Millisecond)
+		s := hzNewTLSServer(t, &tls.Config{Certificates: []tls.Certificate{serverCert}}, 200*time.Millisecond)
 		c, err := net.Dial("tcp", s.p.LocalAddr().String())
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
 		t0 := time.Now()
-		expectClosed(t, c)
+		hzExpectClosed(t, c)
 		if el := time.Since(t0); el > 3*time.Second {
 			t.Errorf("closed after %v, want about 200ms", el)
 		}
@@ -1008,7 +1004,7 @@ func TestTLSRefusals(t *testing.T) {
 		{"client certificate not yet valid", []tls.Certificate{ca.issue(t, true, now.Add(24*time.Hour), now.Add(48*time.Hour))}},
 	} {
 		t.Run("mTLS/"+tc.name, func(t *testing.T) {
-			s := newTLSServer(t, mtls, 0)
+			s := hzNewTLSServer(t, mtls, 0)
 			in := newInbox()
 			cli, err := Dial(context.Background(), TCP, Route{}, "127.0.0.1", s.p.LocalAddr().Port(), &PipeConfig{
 				MsgCB: in, Framing: FrameLine, Logger: quietLogger(),
@@ -1032,7 +1028,7 @@ func TestTLSRefusals(t *testing.T) {
 		})
 	}
 	t.Run("mTLS/valid client certificate", func(t *testing.T) {
-		s := newTLSServer(t, mtls, 0)
+		s := hzNewTLSServer(t, mtls, 0)
 		in := newInbox()
 		cli, err := Dial(context.Background(), TCP, Route{}, "127.0.0.1", s.p.LocalAddr().Port(), &PipeConfig{
 			MsgCB: in, Framing: FrameLine,
@@ -1049,7 +1045,7 @@ func TestTLSRefusals(t *testing.T) {
 	})
 
 	t.Run("expired server certificate", func(t *testing.T) {
-		s := newTLSServer(t, &tls.Config{Certificates: []tls.Certificate{ca.issue(t, false, now.Add(-48*time.Hour), now.Add(-24*time.Hour))}}, 0)
+		s := hzNewTLSServer(t, &tls.Config{Certificates: []tls.Certificate{ca.issue(t, false, now.Add(-48*time.Hour), now.Add(-24*time.Hour))}}, 0)
 		_, err := Dial(context.Background(), TCP, Route{}, "127.0.0.1", s.p.LocalAddr().Port(), &PipeConfig{TLS: &tls.Config{RootCAs: ca.pool}})
 		var ci x509.CertificateInvalidError
 		if !errors.As(err, &ci) || ci.Reason != x509.Expired {
@@ -1059,7 +1055,7 @@ func TestTLSRefusals(t *testing.T) {
 	})
 
 	t.Run("wrong server name", func(t *testing.T) {
-		s := newTLSServer(t, &tls.Config{Certificates: []tls.Certificate{serverCert}}, 0)
+		s := hzNewTLSServer(t, &tls.Config{Certificates: []tls.Certificate{serverCert}}, 0)
 		_, err := Dial(context.Background(), TCP, Route{}, "127.0.0.1", s.p.LocalAddr().Port(), &PipeConfig{
 			TLS: &tls.Config{RootCAs: ca.pool, ServerName: "other.test"},
 		})
@@ -1071,7 +1067,7 @@ func TestTLSRefusals(t *testing.T) {
 	})
 
 	t.Run("unknown SNI refused by the server", func(t *testing.T) {
-		s := newTLSServer(t, &tls.Config{GetCertificate: func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		s := hzNewTLSServer(t, &tls.Config{GetCertificate: func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
 			if h.ServerName != "p2pd.test" {
 				return nil, fmt.Errorf("no certificate for %q", h.ServerName)
 			}

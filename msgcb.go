@@ -33,6 +33,26 @@ type MsgCallback interface {
 	MsgCB(msg []byte, from netip.AddrPort, p *Pipe)
 }
 
+// MsgToCallback is a MsgCallback that also wants to know which local
+// address each message was sent to. When a pipe's callback implements it,
+// MsgTo is called instead of MsgCB, under the same contract, with to:
+//
+//   - on a UDP server bound to the wildcard (0.0.0.0 or ::), on Linux, the
+//     address the datagram was sent to and the pipe's port, read from
+//     IP_PKTINFO / IPV6_PKTINFO (link-local addresses with their zone);
+//   - everywhere else, the pipe's local address (a TCP connection's own,
+//     a UDP socket's bound address).
+//
+// Whatever the callback implements, on such a wildcard socket p.Send
+// answers a peer from the address that peer last sent to, through the
+// interface the datagram came in on, so a client that sent to a secondary
+// address gets its reply from that address. Elsewhere (other systems)
+// the system chooses the source address of a wildcard socket's replies.
+type MsgToCallback interface {
+	MsgCallback
+	MsgTo(msg []byte, from, to netip.AddrPort, p *Pipe)
+}
+
 // MsgCallbackFunc adapts an ordinary function to a [MsgCallback].
 type MsgCallbackFunc func(msg []byte, from netip.AddrPort, p *Pipe)
 

@@ -166,10 +166,17 @@ func listenShared(ctx context.Context, proto Proto, r Route, cfg *PipeConfig) (*
 	if proto != TCP && proto != UDP {
 		return nil, &BindError{Family: r.Family, Proto: proto, Addr: r.Bound, Err: fmt.Errorf("%w: protocol %v", ErrInvalid, proto)}
 	}
+	if r.Family != AnyFamily {
+		if err := r.checkFamily(); err != nil {
+			return nil, &BindError{Family: r.Family, Proto: proto, Addr: r.Bound, Err: err}
+		}
+	}
 	if !r.IsBound() {
-		if r, err = r.Bind("", 0); err != nil {
+		b, err := r.Bind("", 0)
+		if err != nil {
 			return nil, &BindError{Family: r.Family, Proto: proto, Err: err}
 		}
+		r = b
 	}
 	fam := FamilyOf(r.Bound.Addr())
 	if r.Family != AnyFamily && r.Family != fam {
@@ -1105,7 +1112,10 @@ func (p *Pipe) deliverTCP(msg []byte) { p.dispatch(msg, p.remote) }
 
 // dispatch hands one received message to subscriptions, linked pipes and
 // the callback. It allocates nothing unless a subscription matches.
-func (p *Pipe) dispatch(msg []byte, from netip.AddrPort) {
+func (p *Pipe) dispatch(msg []byte, from netip.AddrPort) { p.dispatchTo(msg, from, p.local) }
+
+// dispatchTo is dispatch for a message sent to the local address to.
+func (p *Pipe) dispatchTo(msg []byte, from, to netip.AddrPort) {
 	if s := p.subs.Load(); s != nil {
 		deliverSubs(*s, msg, from, p)
 	}
@@ -1124,11 +1134,11 @@ func (p *Pipe) dispatch(msg []byte, from netip.AddrPort) {
 		}
 	}
 	if cb := p.handler(); cb != nil {
-		p.callCB(cb, msg, from)
+		p.callCB(cb, msg, from, to)
 	}
 }
 
-func (p *Pipe) callCB(cb MsgCallback, msg []byte, from netip.AddrPort) {
+func (p *Pipe) callCB(cb MsgCallback, msg []byte, from, to netip.AddrPort) {
 	if p.wid == 0 {
 		p.asWorker()
 	}
@@ -1137,6 +1147,10 @@ func (p *Pipe) callCB(cb MsgCallback, msg []byte, from netip.AddrPort) {
 			p.logPanic("MsgCB", r)
 		}
 	}()
+	if t, ok := cb.(MsgToCallback); ok {
+		t.MsgTo(msg, from, to, p)
+		return
+	}
 	cb.MsgCB(msg, from, p)
 }
 

@@ -2,6 +2,7 @@ package p2pd
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"syscall"
@@ -71,12 +72,32 @@ func (p *Pipe) udpReadError(err error, delay *time.Duration) (end bool, reason e
 // goroutine dispatches a batch of datagrams it may queue it instead, to
 // send the batch's replies together (see PipeConfig.UDPBatch).
 func (p *Pipe) sendTo(msg []byte, to netip.AddrPort) error {
+	if p.local.Addr().Is4() && !unmap(to).Addr().Is4() {
+		// (An IPv6 socket may be dual-stack, adopted from systemd say:
+		// there the system decides.)
+		return fmt.Errorf("p2pd: send to %v: %w: an IPv4 pipe", to, ErrFamilyUnsupported)
+	}
+	if z := to.Addr().Zone(); z != "" && z != p.local.Addr().Zone() {
+		// The net package would send an unknown zone as scope 0, letting
+		// the routing table pick an interface, and it looks names up in
+		// a process-wide cache, whatever namespace the socket is in:
+		// make the zone a number here instead.
+		var err error
+		if to, err = p.numericZone(to); err != nil {
+			return fmt.Errorf("p2pd: send to %v: %w", to, err)
+		}
+	}
 	if p.udp == nil {
 		_, err := p.pc.WriteTo(msg, net.UDPAddrFromAddrPort(to))
 		return err
 	}
-	if p.ub != nil && p.ub.queue(p, msg, to) {
-		return nil
+	if p.ub != nil {
+		if p.ub.queue(p, msg, to) {
+			return nil
+		}
+		if handled, err := p.ub.direct(p, msg, to); handled {
+			return err
+		}
 	}
 	_, err := p.udp.WriteToUDPAddrPort(msg, to)
 	return err

@@ -32,6 +32,14 @@ type udpBatch struct {
 	n      int
 	slot   int
 
+	// A wildcard socket learns, with IP_PKTINFO / IPV6_PKTINFO, which of
+	// the host's addresses each datagram was sent to, and answers each
+	// peer from the address it last sent to.
+	pktinfo bool
+	pmu     sync.Mutex
+	peers   map[netip.AddrPort]mmsg.Pktinfo
+	oob     [mmsg.CtrlSize]byte // for sends that are not queued, under pmu
+
 	// Reader-only state.
 	recv  *mmsg.RecvBatch
 	nrecv int
@@ -98,14 +106,72 @@ func (p *Pipe) setBatch(rc syscall.RawConn, family int, scope uint32) {
 		n: p.cfg.udpBatch(), slot: p.cfg.bufferSize(UDP), zone: p.local.Addr().Zone()}
 	u.read = u.readFn
 	u.write = u.writeFn
+	if p.server && p.local.Addr().IsUnspecified() {
+		u.pktinfo = setRecvPktinfo(rc, family) == nil
+		if u.pktinfo && family == unix.AF_INET6 {
+			u.zones = interfaceNames()
+		}
+	}
 	p.ub = u
+}
+
+// setRecvPktinfo asks for IP_PKTINFO or IPV6_PKTINFO with every datagram.
+func setRecvPktinfo(rc syscall.RawConn, family int) error {
+	var serr error
+	err := rc.Control(func(fd uintptr) {
+		if family == unix.AF_INET {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
+		} else {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}
+
+// maxPeers bounds the table of peers' destination addresses; when full it
+// starts over (peers are learnt again from their next datagram).
+const maxPeers = 4096
+
+func (u *udpBatch) remember(from netip.AddrPort, pi mmsg.Pktinfo) {
+	u.pmu.Lock()
+	if old, ok := u.peers[from]; !ok || old != pi {
+		if u.peers == nil || len(u.peers) >= maxPeers {
+			u.peers = make(map[netip.AddrPort]mmsg.Pktinfo)
+		}
+		u.peers[from] = pi
+	}
+	u.pmu.Unlock()
+}
+
+func (u *udpBatch) source(to netip.AddrPort) mmsg.Pktinfo {
+	u.pmu.Lock()
+	pi := u.peers[unmap(to)]
+	u.pmu.Unlock()
+	return pi
+}
+
+// direct sends one datagram at once from the address the peer last sent
+// to, on a wildcard socket; handled is false for other sockets.
+func (u *udpBatch) direct(p *Pipe, msg []byte, to netip.AddrPort) (handled bool, err error) {
+	if !u.pktinfo {
+		return false, nil
+	}
+	u.pmu.Lock()
+	defer u.pmu.Unlock()
+	pi := u.peers[unmap(to)]
+	n := mmsg.PutPktinfo(u.oob[:], pi.Local, pi.IfIndex)
+	_, _, err = p.udp.WriteMsgUDPAddrPort(msg, u.oob[:n], to)
+	return true, err
 }
 
 // readFn runs inside RawConn.Read: one recvmmsg, holding a receive batch
 // only while there is something to read.
 func (u *udpBatch) readFn(fd uintptr) bool {
 	if u.recv == nil {
-		if u.recv, u.rerr = mmsg.GetRecv(u.n, u.slot); u.rerr != nil {
+		if u.recv, u.rerr = mmsg.GetRecv(u.n, u.slot, u.pktinfo); u.rerr != nil {
 			return true
 		}
 		u.holding.Store(true)
@@ -165,15 +231,29 @@ func (p *Pipe) dispatchBatch(u *udpBatch, b *mmsg.RecvBatch, n int) {
 		if scope != 0 {
 			from = netip.AddrPortFrom(from.Addr().WithZone(u.zoneOf(scope)), from.Port())
 		}
-		p.dispatch(msg, from)
+		to := p.local
+		if u.pktinfo {
+			if pi, ok := mmsg.ParsePktinfo(b.Ctrl(i)); ok {
+				u.remember(from, pi)
+				dst := pi.Dst
+				if dst.Is6() && dst.IsLinkLocalUnicast() {
+					dst = dst.WithZone(u.zoneOf(uint32(pi.IfIndex)))
+				}
+				to = netip.AddrPortFrom(dst, p.local.Port())
+			}
+		}
+		p.dispatchTo(msg, from, to)
 	}
 	if queue {
 		u.end()
 	}
 }
 
-// zoneOf names the interface of an IPv6 scope id, as the net package
-// would: by name, or by number when there is no such interface.
+// zoneOf names the interface of an IPv6 scope id: the bound address's
+// zone, or a name known when the pipe started, else the number. It does
+// not ask the system now: the reader's thread may sit in another network
+// namespace than the socket (a pipe opened by a thread that entered one),
+// where the same index names another interface.
 func (u *udpBatch) zoneOf(scope uint32) string {
 	if scope == u.scope && u.zone != "" {
 		return u.zone
@@ -181,15 +261,36 @@ func (u *udpBatch) zoneOf(scope uint32) string {
 	if z, ok := u.zones[scope]; ok {
 		return z
 	}
-	z := strconv.FormatUint(uint64(scope), 10)
-	if ifc, err := net.InterfaceByIndex(int(scope)); err == nil {
-		z = ifc.Name
+	return strconv.FormatUint(uint64(scope), 10)
+}
+
+// numericZone replaces an interface name used as to's zone by its index:
+// one the pipe knows (names seen when it started, in its own namespace),
+// else the system's (see resolveZone).
+func (p *Pipe) numericZone(to netip.AddrPort) (netip.AddrPort, error) {
+	z := to.Addr().Zone()
+	if u := p.ub; u != nil {
+		for i, name := range u.zones {
+			if name == z {
+				return netip.AddrPortFrom(to.Addr().WithZone(strconv.FormatUint(uint64(i), 10)), to.Port()), nil
+			}
+		}
 	}
-	if u.zones == nil || len(u.zones) >= 64 {
-		u.zones = make(map[uint32]string)
+	return resolveZone(to)
+}
+
+// interfaceNames maps the interface indexes to names, in the calling
+// thread's network namespace.
+func interfaceNames() map[uint32]string {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return nil
 	}
-	u.zones[scope] = z
-	return z
+	m := make(map[uint32]string, len(ifs))
+	for _, ifc := range ifs {
+		m[uint32(ifc.Index)] = ifc.Name
+	}
+	return m
 }
 
 var sendBatches sync.Map // [2]int{n, family} → *sync.Pool of *mmsg.SendBatch
@@ -253,17 +354,21 @@ func (u *udpBatch) queue(p *Pipe, msg []byte, to netip.AddrPort) bool {
 		}
 		scope = u.scope
 	}
+	var src mmsg.Pktinfo
+	if u.pktinfo {
+		src = u.source(to)
+	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.q == nil || u.closed {
 		return false
 	}
-	if !u.q.Add(msg, to, scope) {
+	if !u.q.AddFrom(msg, to, scope, src.Local, src.IfIndex) {
 		if !u.q.Full() && u.q.Pending() == 0 {
 			return false // not sendable on this socket: let the plain path report why
 		}
 		u.flushLocked()
-		if !u.q.Add(msg, to, scope) {
+		if !u.q.AddFrom(msg, to, scope, src.Local, src.IfIndex) {
 			return false
 		}
 	}

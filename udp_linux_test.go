@@ -203,3 +203,44 @@ func TestUDPQueueRefusesUnsendable(t *testing.T) {
 		}
 	}
 }
+
+// TestUDPBatchRepliesFromDestination: replies queued during a batch on a
+// wildcard socket leave from the address each client sent to (loopback
+// 127.0.0.2 and 127.0.0.3; the kernel alone would answer from 127.0.0.1,
+// and the clients' connected sockets would drop that).
+func TestUDPBatchRepliesFromDestination(t *testing.T) {
+	srv, err := net.ListenUDP("udp4", &net.UDPAddr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := srv.LocalAddr().(*net.UDPAddr).Port
+	var clients []*net.UDPConn
+	for _, ip := range []net.IP{net.IPv4(127, 0, 0, 2), net.IPv4(127, 0, 0, 3)} {
+		c, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: ip, Port: port})
+		if err != nil {
+			srv.Close()
+			t.Fatal(err)
+		}
+		defer c.Close()
+		for i := range 10 {
+			fmt.Fprintf(c, "%v #%d", ip, i)
+		}
+		clients = append(clients, c)
+	}
+	p, err := ServePacketConn(srv, &PipeConfig{MsgCB: echoCB})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	for _, c := range clients {
+		got := readN(t, c, 10)
+		for i := range 10 {
+			if want := fmt.Sprintf("%v #%d", c.RemoteAddr().(*net.UDPAddr).IP, i); !got[want] {
+				t.Errorf("client of %v: no echo of %q", c.RemoteAddr(), want)
+			}
+		}
+	}
+	if q := p.ub.queued.Load(); q < 2 {
+		t.Errorf("%d replies queued: the test did not exercise the batch path", q)
+	}
+}

@@ -105,7 +105,7 @@ func TestBatchRoundTrip(t *testing.T) {
 			}
 			sendAll(t, tx, s)
 
-			b, err := GetRecv(8, 64)
+			b, err := GetRecv(8, 64, false)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -182,7 +182,7 @@ func TestSendErrorSkips(t *testing.T) {
 	if len(errs) != 1 || !errors.Is(errs[0], unix.EINVAL) {
 		t.Fatalf("errors %v, want one EINVAL", errs)
 	}
-	b, err := GetRecv(4, 16)
+	b, err := GetRecv(4, 16, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +194,7 @@ func TestSendErrorSkips(t *testing.T) {
 }
 
 func TestRecvPool(t *testing.T) {
-	a, err := GetRecv(3, 100)
+	a, err := GetRecv(3, 100, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,14 +202,14 @@ func TestRecvPool(t *testing.T) {
 		t.Fatalf("batch of %d slots, %d bytes", a.Len(), len(a.mem))
 	}
 	PutRecv(a)
-	b, _ := GetRecv(3, 100)
+	b, _ := GetRecv(3, 100, false)
 	if b != a {
 		t.Error("pool did not reuse the batch")
 	}
 	// Beyond keep(), batches are unmapped when put back.
 	var bs []*RecvBatch
 	for range keep() + 3 {
-		x, err := GetRecv(3, 100)
+		x, err := GetRecv(3, 100, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -228,7 +228,7 @@ func TestRecvPool(t *testing.T) {
 	if unmapped != len(bs)-keep() {
 		t.Errorf("%d batches unmapped, want %d", unmapped, len(bs)-keep())
 	}
-	if c, _ := GetRecv(0, 1<<30); c.Len() != 1 || c.slot != MaxSlot {
+	if c, _ := GetRecv(0, 1<<30, false); c.Len() != 1 || c.slot != MaxSlot {
 		t.Errorf("clamping: %d slots of %d", c.Len(), c.slot)
 	} else {
 		PutRecv(c)
@@ -312,4 +312,73 @@ func FuzzParseSockaddr(f *testing.F) {
 func Example() {
 	fmt.Println(Supported)
 	// Output: true
+}
+
+func TestPktinfoRoundTrip(t *testing.T) {
+	for _, tc := range []struct {
+		src     string
+		ifindex int
+	}{{"192.0.2.7", 3}, {"2001:db8::7", 5}, {"fe80::1", 2}} {
+		var b [CtrlSize]byte
+		src := netip.MustParseAddr(tc.src)
+		n := PutPktinfo(b[:], src, tc.ifindex)
+		if n == 0 || n > CtrlSize {
+			t.Fatalf("%v: length %d", src, n)
+		}
+		pi, ok := ParsePktinfo(b[:n])
+		if !ok || pi.Local != src || pi.IfIndex != tc.ifindex {
+			t.Errorf("%v %d: parsed %+v %v", src, tc.ifindex, pi, ok)
+		}
+	}
+	if n := PutPktinfo(make([]byte, CtrlSize), netip.Addr{}, 1); n != 0 {
+		t.Errorf("no source: length %d, want 0", n)
+	}
+	for _, bad := range [][]byte{nil, make([]byte, 8), make([]byte, 16), {255, 255, 255, 255, 255, 255, 255, 255, 0, 0, 0, 0, 8, 0, 0, 0}} {
+		if pi, ok := ParsePktinfo(bad); ok {
+			t.Errorf("ParsePktinfo(%x) = %+v", bad, pi)
+		}
+	}
+}
+
+// TestPktinfoReceived: the kernel's own IP_PKTINFO, on a wildcard socket,
+// names the address the datagram was sent to.
+func TestPktinfoReceived(t *testing.T) {
+	rx, err := net.ListenUDP("udp4", &net.UDPAddr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rx.Close()
+	rc := fdOf(t, rx)
+	rc.Control(func(fd uintptr) { err = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_PKTINFO, 1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := rx.LocalAddr().(*net.UDPAddr).Port
+	tx, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 3), Port: port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	tx.Write([]byte("to 127.0.0.3"))
+	b, err := GetRecv(2, 64, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer PutRecv(b)
+	recvAll(t, rx, b, 1)
+	pi, ok := ParsePktinfo(b.Ctrl(0))
+	if !ok || pi.Dst != netip.MustParseAddr("127.0.0.3") || pi.IfIndex == 0 {
+		t.Fatalf("pktinfo %+v %v, want destination 127.0.0.3 on an interface", pi, ok)
+	}
+}
+
+// FuzzParsePktinfo: no panic on any control data.
+func FuzzParsePktinfo(f *testing.F) {
+	var b [CtrlSize]byte
+	f.Add(b[:PutPktinfo(b[:], netip.MustParseAddr("10.0.0.1"), 2)])
+	f.Add(b[:PutPktinfo(b[:], netip.MustParseAddr("2001:db8::1"), 2)])
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ParsePktinfo(b)
+	})
 }

@@ -23,11 +23,15 @@ type RecvBatch struct {
 	iovs  []unix.Iovec
 	names []Sockaddr
 	mem   []byte // n*slot bytes, mapped outside the Go heap
+	ctrl  []byte // n*CtrlSize bytes of control messages, or nil
 	slot  int
 	key   poolKey
 }
 
-type poolKey struct{ n, slot int }
+type poolKey struct {
+	n, slot int
+	ctrl    bool
+}
 
 type pool struct {
 	mu   sync.Mutex
@@ -42,10 +46,11 @@ var pools sync.Map // poolKey → *pool
 func keep() int { return 4*runtime.GOMAXPROCS(0) + 4 }
 
 // GetRecv returns a batch of n slots of slot bytes each (slot is clamped
-// to 1..MaxSlot, n to at least 1).
-func GetRecv(n, slot int) (*RecvBatch, error) {
+// to 1..MaxSlot, n to at least 1), with room for control messages (see
+// Pktinfo) if ctrl is set.
+func GetRecv(n, slot int, ctrl bool) (*RecvBatch, error) {
 	n, slot = max(n, 1), min(max(slot, 1), MaxSlot)
-	k := poolKey{n, slot}
+	k := poolKey{n, slot, ctrl}
 	v, ok := pools.Load(k)
 	if !ok {
 		v, _ = pools.LoadOrStore(k, new(pool))
@@ -93,6 +98,9 @@ func newRecv(k poolKey) (*RecvBatch, error) {
 		slot:  k.slot,
 		key:   k,
 	}
+	if k.ctrl {
+		b.ctrl = make([]byte, k.n*CtrlSize)
+	}
 	for i := range b.hdrs {
 		b.iovs[i].Base = &mem[i*k.slot]
 		b.iovs[i].SetLen(k.slot)
@@ -118,8 +126,13 @@ func (b *RecvBatch) Len() int { return len(b.hdrs) }
 // waiting: it returns unix.EAGAIN when there is none.
 func (b *RecvBatch) Recv(fd uintptr) (int, error) {
 	for i := range b.hdrs {
-		b.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
-		b.hdrs[i].Hdr.Flags = 0
+		h := &b.hdrs[i].Hdr
+		h.Namelen = unix.SizeofSockaddrInet6
+		h.Flags = 0
+		if b.ctrl != nil {
+			h.Control = &b.ctrl[i*CtrlSize]
+			h.SetControllen(CtrlSize)
+		}
 		b.hdrs[i].Len = 0
 	}
 	for {
@@ -143,4 +156,14 @@ func (b *RecvBatch) Msg(i int) (msg []byte, from netip.AddrPort, scope uint32, t
 	off := i * b.slot
 	from, scope, _ = ParseSockaddr(sockaddrBytes(&b.names[i]), int(h.Hdr.Namelen))
 	return b.mem[off : off+n : off+n], from, scope, h.Hdr.Flags&unix.MSG_TRUNC != 0
+}
+
+// Ctrl returns the control messages of datagram i of the last Recv (nil
+// for a batch without room for them).
+func (b *RecvBatch) Ctrl(i int) []byte {
+	if b.ctrl == nil {
+		return nil
+	}
+	n := min(int(b.hdrs[i].Hdr.Controllen), CtrlSize)
+	return b.ctrl[i*CtrlSize : i*CtrlSize+n]
 }

@@ -13,7 +13,9 @@ type SendBatch struct {
 	hdrs   []unix.Mmsghdr
 	iovs   []unix.Iovec
 	names  []Sockaddr
-	offs   []int // start of datagram i in data; it ends at offs[i+1]
+	ctrl   []byte // CtrlSize bytes per datagram
+	clen   []int  // length of datagram i's control message, 0 for none
+	offs   []int  // start of datagram i in data; it ends at offs[i+1]
 	data   []byte
 	n      int // queued
 	next   int // first not yet sent
@@ -28,6 +30,8 @@ func NewSendBatch(n, family int) *SendBatch {
 		hdrs:   make([]unix.Mmsghdr, n),
 		iovs:   make([]unix.Iovec, n),
 		names:  make([]Sockaddr, n),
+		ctrl:   make([]byte, n*CtrlSize),
+		clen:   make([]int, n),
 		offs:   make([]int, n+1),
 	}
 }
@@ -39,6 +43,13 @@ const maxData = 1 << 20
 // none). It returns false, queuing nothing, when the batch is full or
 // when to cannot be sent on this socket's family: send it some other way.
 func (s *SendBatch) Add(msg []byte, to netip.AddrPort, scope uint32) bool {
+	return s.AddFrom(msg, to, scope, netip.Addr{}, 0)
+}
+
+// AddFrom is Add for a datagram sent from the local address src through
+// interface ifindex (IP_PKTINFO / IPV6_PKTINFO); an invalid src lets the
+// system choose, as Add does.
+func (s *SendBatch) AddFrom(msg []byte, to netip.AddrPort, scope uint32, src netip.Addr, ifindex int) bool {
 	if s.n == len(s.hdrs) || (s.n > 0 && len(s.data)+len(msg) > maxData) {
 		return false
 	}
@@ -47,6 +58,7 @@ func (s *SendBatch) Add(msg []byte, to netip.AddrPort, scope uint32) bool {
 		return false
 	}
 	s.hdrs[s.n].Hdr.Namelen = nl
+	s.clen[s.n] = PutPktinfo(s.ctrl[s.n*CtrlSize:(s.n+1)*CtrlSize], src, ifindex)
 	s.offs[s.n] = len(s.data)
 	s.data = append(s.data, msg...)
 	s.n++
@@ -84,6 +96,13 @@ func (s *SendBatch) Send(fd uintptr) error {
 		h.Iov = &s.iovs[i]
 		h.SetIovlen(1)
 		h.Name = (*byte)(unsafe.Pointer(&s.names[i]))
+		if s.clen[i] > 0 {
+			h.Control = &s.ctrl[i*CtrlSize]
+			h.SetControllen(s.clen[i])
+		} else {
+			h.Control = nil
+			h.SetControllen(0)
+		}
 	}
 	for {
 		n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&s.hdrs[s.next])), uintptr(s.n-s.next), unix.MSG_DONTWAIT, 0, 0)
