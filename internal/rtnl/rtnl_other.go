@@ -15,3 +15,17 @@ func dumpAddrs(uint8) ([]Addr, error) {
 func dumpRoutes(uint8) ([]Route, error) {
 	return nil, fmt.Errorf("rtnl: dump routes on %s: %w", runtime.GOOS, errors.ErrUnsupported)
 }
+
+// Monitor exists on Linux only.
+type Monitor struct{}
+
+// ErrOverflow: see the Linux Monitor.
+var ErrOverflow = errors.New("rtnl: notifications lost (receive buffer overflow)")
+
+// OpenMonitor is unsupported here: poll instead.
+func OpenMonitor() (*Monitor, error) {
+	return nil, fmt.Errorf("rtnl: monitor on %s: %w", runtime.GOOS, errors.ErrUnsupported)
+}
+
+func (m *Monitor) Next() (int, error) { return 0, errors.ErrUnsupported }
+func (m *Monitor) Close() error       { return nil }
