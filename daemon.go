@@ -95,6 +95,20 @@ type Daemon struct {
 	// time.
 	OnEvent func(Event)
 
+	// Follow keeps every ListenAll call up to date with its *Interface
+	// targets, each of which then serves every usable address of the
+	// interface (not only its first route's, as without Follow). An
+	// address that appears on such an interface gets listeners
+	// (the call's ports, protocols and families, IPv6 doubled), and one
+	// that goes away, or whose interface goes down, loses them, each
+	// change reported as EventBound or EventUnbound. On Linux the daemon
+	// follows the kernel's address and link notifications (a burst of them
+	// is handled once, 100 ms after it quiets down); elsewhere it polls
+	// every WatchInterval. Route and RoutePool targets are bound as given.
+	// A tentative IPv6 address is bound once its DAD is done; one whose
+	// DAD failed is not bound. Ports must be fixed (not 0).
+	Follow bool
+
 	// WatchInterval is how often the daemon checks that its listeners'
 	// addresses are still there. Zero: DefaultWatchInterval. Negative: no
 	// checks.
@@ -126,6 +140,7 @@ type Daemon struct {
 	calls     sync.WaitGroup // calls in progress that may open listeners
 	limit     *connLimit     // MaxConns, made with the first listener
 	watch     *addrWatcher   // the address watcher, started with the first listener
+	follows   []*follow      // ListenAll calls in follow mode
 }
 
 // listenKey is P2PD's servers[af][proto][port][ip].

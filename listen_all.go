@@ -217,7 +217,11 @@ func (d *Daemon) ListenAll(ctx context.Context, targets []Target, ports Ports, p
 	if d.isClosed() {
 		return nil, wrapOp(op, ErrDaemonClosed)
 	}
-	p, err := expand(targets, ports, protos, af, d.ErrorOnAF)
+	planned := targets
+	if d.Follow {
+		planned = followTargets(targets)
+	}
+	p, err := expand(planned, ports, protos, af, d.ErrorOnAF)
 	if err != nil {
 		return nil, err
 	}
@@ -226,5 +230,9 @@ func (d *Daemon) ListenAll(ctx context.Context, targets []Target, ports Ports, p
 		return nil, err
 	}
 	defer d.release(n)
-	return d.open(ctx, op, p.specifics())
+	ps, err := d.open(ctx, op, p.specifics())
+	if d.Follow && err == nil {
+		d.addFollow(targets, ports, protos, af, ps)
+	}
+	return ps, err
 }

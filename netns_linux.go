@@ -12,21 +12,32 @@ type netns struct {
 	foreign bool // not the process's own namespace
 }
 
+// processNetns is the network namespace the process started in, read by
+// the main thread at init, before any thread could enter another. (Later,
+// /proc/self/ns/net is the main thread's, which may have moved: Go runs
+// goroutines, and a caller's LockOSThread, on the main thread too.)
+var processNetns, processNetnsErr = statNetns()
+
+func statNetns() (unix.Stat_t, error) {
+	var st unix.Stat_t
+	err := unix.Stat("/proc/thread-self/ns/net", &st)
+	return st, err
+}
+
 func currentNetns() (*netns, error) {
+	if processNetnsErr != nil {
+		return nil, os.NewSyscallError("stat netns", processNetnsErr)
+	}
 	fd, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, os.NewSyscallError("open netns", err)
 	}
-	var mine, proc unix.Stat_t
+	var mine unix.Stat_t
 	if err := unix.Fstat(fd, &mine); err != nil {
 		unix.Close(fd)
 		return nil, os.NewSyscallError("fstat netns", err)
 	}
-	if err := unix.Stat("/proc/self/ns/net", &proc); err != nil {
-		unix.Close(fd)
-		return nil, os.NewSyscallError("stat netns", err)
-	}
-	return &netns{fd: fd, foreign: mine.Ino != proc.Ino || mine.Dev != proc.Dev}, nil
+	return &netns{fd: fd, foreign: mine.Ino != processNetns.Ino || mine.Dev != processNetns.Dev}, nil
 }
 
 func (n *netns) isForeign() bool { return n != nil && n.foreign }

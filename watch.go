@@ -1,6 +1,7 @@
 package p2pd
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -8,6 +9,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/p2pd/p2pd/internal/rtnl"
 )
 
 // Defaults of a zero Daemon.
@@ -26,6 +29,12 @@ const (
 	EventFailed EventKind = iota + 1
 	// EventRestored: the address and its interface are back.
 	EventRestored
+	// EventBound: in follow mode, a listener was opened for an address
+	// that appeared (or an interface that came up).
+	EventBound
+	// EventUnbound: in follow mode, a listener was closed because its
+	// address or interface went away.
+	EventUnbound
 )
 
 func (k EventKind) String() string {
@@ -34,6 +43,10 @@ func (k EventKind) String() string {
 		return "failed"
 	case EventRestored:
 		return "restored"
+	case EventBound:
+		return "bound"
+	case EventUnbound:
+		return "unbound"
 	}
 	return "EventKind(" + strconv.Itoa(int(k)) + ")"
 }
@@ -41,11 +54,15 @@ func (k EventKind) String() string {
 // Event is a change in a listener's reachability, given to Daemon.OnEvent.
 type Event struct {
 	Kind EventKind
-	Pipe *Pipe // the listener
-	Err  error // EventFailed: wraps ErrAddrGone or ErrLinkDown
+	Pipe *Pipe    // the listener; nil for a bind that failed in follow mode
+	Spec Specific // for a bind that failed in follow mode: what was tried
+	Err  error    // EventFailed: wraps ErrAddrGone or ErrLinkDown, or the bind error
 }
 
 func (e Event) String() string {
+	if e.Pipe == nil {
+		return fmt.Sprintf("%v %v: %v", e.Kind, e.Spec, e.Err)
+	}
 	s := fmt.Sprintf("%v %v %v", e.Kind, e.Pipe.Proto(), e.Pipe.LocalAddr())
 	if e.Err != nil {
 		s += ": " + e.Err.Error()
@@ -105,16 +122,74 @@ func (w *addrWatcher) run() {
 			return
 		}
 	}
+	// The kernel's notifications (Linux) trigger a check 100 ms after a
+	// burst of them quiets down (at most 1 s after it began); the ticker
+	// catches anything missed, and is all there is elsewhere.
+	changes := make(chan struct{}, 1)
+	if m, err := rtnl.OpenMonitor(); err == nil {
+		ended := make(chan struct{})
+		go func() {
+			defer close(ended)
+			for {
+				_, err := m.Next()
+				if err != nil && !errors.Is(err, rtnl.ErrOverflow) {
+					return // closed
+				}
+				select {
+				case changes <- struct{}{}:
+				default:
+				}
+			}
+		}()
+		defer func() { m.Close(); <-ended }()
+		// What changed before the subscription began is caught up now.
+		w.tick()
+	}
 	t := time.NewTicker(w.interval)
 	defer t.Stop()
+	quiet := time.NewTimer(time.Hour)
+	quiet.Stop()
+	defer quiet.Stop()
+	var burst time.Time
 	for {
 		select {
 		case <-t.C:
-			w.check()
+			w.tick()
+		case <-changes:
+			now := time.Now()
+			if burst.IsZero() {
+				burst = now
+			}
+			if now.Sub(burst) >= debounceMax {
+				burst = time.Time{}
+				quiet.Stop()
+				w.tick()
+			} else {
+				quiet.Reset(debounce)
+			}
+		case <-quiet.C:
+			burst = time.Time{}
+			w.tick()
 		case <-w.stop:
 			return
 		}
 	}
+}
+
+const (
+	debounce    = 100 * time.Millisecond
+	debounceMax = time.Second
+)
+
+// tick brings followed calls up to date, then checks every listener.
+func (w *addrWatcher) tick() {
+	w.d.mu.Lock()
+	following := len(w.d.follows) > 0
+	w.d.mu.Unlock()
+	if following {
+		w.reconcile()
+	}
+	w.check()
 }
 
 // check compares every listener's address with the interfaces.
@@ -173,10 +248,13 @@ func (w *addrWatcher) check() {
 
 func (w *addrWatcher) report(e Event) {
 	log := w.d.logger()
-	if e.Kind == EventFailed {
+	switch {
+	case e.Kind == EventFailed && e.Pipe == nil:
+		log.Warn("p2pd: follow: bind failed", "spec", e.Spec, "err", e.Err)
+	case e.Kind == EventFailed:
 		log.Warn("p2pd: listener cannot receive", "proto", e.Pipe.Proto(), "addr", e.Pipe.LocalAddr(), "err", e.Err)
-	} else {
-		log.Info("p2pd: listener restored", "proto", e.Pipe.Proto(), "addr", e.Pipe.LocalAddr())
+	default:
+		log.Info("p2pd: listener "+e.Kind.String(), "proto", e.Pipe.Proto(), "addr", e.Pipe.LocalAddr())
 	}
 	if f := w.d.OnEvent; f != nil {
 		defer func() {
