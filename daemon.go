@@ -389,26 +389,38 @@ func (d *Daemon) open(ctx context.Context, op string, specs []Specific) ([]*Pipe
 		closeAll()
 		return nil, wrapOp(op, ErrDaemonClosed)
 	}
+	keys := make([]listenKey, len(opened))
+	for i, p := range opened {
+		keys[i] = keyOf(openedSpecs[i], p.LocalAddr().Port())
+	}
+	d.registerLocked(opened, keys)
+	d.mu.Unlock()
+	if lerr != nil {
+		return opened, lerr
+	}
+	return opened, nil
+}
+
+// registerLocked adds listeners that a call opened to the daemon's tables
+// (with d.mu held), and starts the address watcher with the first ones.
+func (d *Daemon) registerLocked(pipes []*Pipe, keys []listenKey) {
+	if len(pipes) == 0 {
+		return
+	}
 	if d.listeners == nil {
 		d.listeners = make(map[listenKey]*Pipe)
 	}
 	if d.keys == nil {
 		d.keys = make(map[*Pipe]listenKey)
 	}
-	if d.watch == nil && d.WatchInterval >= 0 && len(opened) > 0 {
+	if d.watch == nil && d.WatchInterval >= 0 {
 		d.watch = startWatch(d, cmp.Or(d.WatchInterval, DefaultWatchInterval))
 	}
 	cb := d.msgCB()
-	for i, p := range opened {
-		k := keyOf(openedSpecs[i], p.LocalAddr().Port())
-		d.listeners[k], d.keys[p] = p, k
-		p.SetMsgCB(cb) // in case AddMsgCB ran while this call was binding
+	for i, p := range pipes {
+		d.listeners[keys[i]], d.keys[p] = p, keys[i]
+		p.SetMsgCB(cb) // in case AddMsgCB ran while the call was binding
 	}
-	d.mu.Unlock()
-	if lerr != nil {
-		return opened, lerr
-	}
-	return opened, nil
 }
 
 func (d *Daemon) has(k listenKey) bool {

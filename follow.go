@@ -15,11 +15,13 @@ type follow struct {
 	protos  []Proto
 	af      Family
 	pipes   map[listenKey]*Pipe
+	dup     map[netip.Addr]bool // addresses reported for failed DAD
 }
 
 // addFollow records a ListenAll call to follow, with what it opened.
 func (d *Daemon) addFollow(targets []Target, ports Ports, protos []Proto, af Family, opened []*Pipe) {
-	f := &follow{targets: targets, ports: ports, protos: protos, af: af, pipes: make(map[listenKey]*Pipe)}
+	f := &follow{targets: targets, ports: ports, protos: protos, af: af,
+		pipes: make(map[listenKey]*Pipe), dup: make(map[netip.Addr]bool)}
 	d.mu.Lock()
 	for _, p := range opened {
 		if k, ok := d.keys[p]; ok {
@@ -46,7 +48,9 @@ func (w *addrWatcher) reconcile() {
 			return
 		}
 		want := make(map[listenKey]Specific)
-		if p, err := expand(followTargets(f.refresh()), f.ports, f.protos, f.af, false); err == nil {
+		targets := f.refresh()
+		w.reportDuplicates(f, targets)
+		if p, err := expand(followTargets(targets), f.ports, f.protos, f.af, false); err == nil {
 			for _, s := range p.specifics() {
 				if port := s.Route.Bound.Port(); port != 0 {
 					want[keyOf(s, port)] = s
@@ -78,6 +82,38 @@ func (w *addrWatcher) reconcile() {
 			}
 			f.pipes[k] = ps
 			w.report(Event{Kind: EventBound, Pipe: ps})
+		}
+	}
+}
+
+// reportDuplicates reports, once each, the addresses of followed
+// interfaces whose duplicate address detection failed: they are not
+// bound.
+func (w *addrWatcher) reportDuplicates(f *follow, targets []Target) {
+	seen := make(map[netip.Addr]bool)
+	for _, t := range targets {
+		ifc, ok := t.(*Interface)
+		if !ok {
+			continue
+		}
+		for _, a := range ifc.Addrs {
+			if a.Flags&AddrDADFailed == 0 {
+				continue
+			}
+			seen[a.Addr] = true
+			if f.dup[a.Addr] {
+				continue
+			}
+			f.dup[a.Addr] = true
+			fam := FamilyOf(a.Addr)
+			w.report(Event{Kind: EventFailed,
+				Spec: Specific{Route: Route{Family: fam, Interface: ifc.Name, NIC: []netip.Addr{a.Addr}, Bound: netip.AddrPortFrom(a.Addr, 0)}},
+				Err:  fmt.Errorf("%w: %v on %s, not bound", ErrDADFailed, a.Addr, ifc.Name)})
+		}
+	}
+	for a := range f.dup {
+		if !seen[a] {
+			delete(f.dup, a) // removed: report it again should it come back
 		}
 	}
 }

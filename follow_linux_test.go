@@ -2,6 +2,7 @@ package p2pd
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -132,3 +133,38 @@ func testLogger(t *testing.T) *slog.Logger {
 type tWriter struct{ t *testing.T }
 
 func (w tWriter) Write(b []byte) (int, error) { w.t.Logf("%s", b); return len(b), nil }
+
+// TestFollowDuplicateReported: in follow mode, an address added to a
+// followed interface that turns out to be a duplicate (DAD fails) is not
+// bound, and is reported once.
+func TestFollowDuplicateReported(t *testing.T) {
+	n := testnet.New(t)
+	a, b := n.AddHost("a"), n.AddHost("b")
+	n.Link(a, testnet.IfConfig{Name: "eth1", Addrs: []string{"10.81.0.1/24"}},
+		b, testnet.IfConfig{Name: "eth1", Addrs: []string{"10.81.0.9/24"}})
+	a.WaitDAD(t, "eth1")
+	b.AddAddr(t, "eth1", "2001:db8:81::5/64", true)
+	events := make(chan Event, 16)
+	d := &Daemon{MsgCB: echoCB, Follow: true, WatchInterval: time.Minute, Logger: quietLogger(),
+		OnEvent: func(e Event) { events <- e }}
+	defer d.Close()
+	var err error
+	a.Do(t, func() {
+		var ifc *Interface
+		if ifc, err = InterfaceByName("eth1"); err == nil {
+			_, err = d.ListenAll(context.Background(), []Target{ifc}, Ports{Port(7301)}, []Proto{UDP}, AnyFamily)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.IP(t, "addr", "add", "2001:db8:81::5/64", "dev", "eth1") // DAD on: b has it
+	e := waitEvents(t, events, 1)[0]
+	if e.Kind != EventFailed || !errors.Is(e.Err, ErrDADFailed) || e.Spec.Route.Bound.Addr() != netip.MustParseAddr("2001:db8:81::5") {
+		t.Fatalf("event %v, want a failed DAD of 2001:db8:81::5", e)
+	}
+	if d.Lookup(IPv6, UDP, 7301, netip.MustParseAddr("2001:db8:81::5")) != nil {
+		t.Fatal("a duplicate address was bound")
+	}
+	noEvent(t, events, 300*time.Millisecond) // reported once
+}
