@@ -252,13 +252,20 @@ func buildRoutes(ctx context.Context, ifc *Interface, res ExtResolver) (v4, v6 R
 			lls = append(lls, a.Addr)
 		}
 	}
+	_, offline := res.(OfflineResolver)
 	ext := func(nic netip.Addr) (netip.Addr, error) {
-		if ScopeOf(nic) == ScopeGlobal {
+		global := ScopeOf(nic) == ScopeGlobal
+		if global && offline {
 			return nic, nil
 		}
+		// A public address is checked too (it may sit behind a 1:1 NAT or
+		// NPTv6); when the resolver cannot tell, it maps to itself.
 		e, err := res.ExtAddr(ctx, ifc, nic)
 		if err != nil {
 			if errors.Is(err, ErrExtUnknown) {
+				if global {
+					return nic, nil
+				}
 				return netip.Addr{}, nil
 			}
 			return netip.Addr{}, fmt.Errorf("p2pd: external address of %v on %s: %w", nic, ifc.Name, err)

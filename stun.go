@@ -197,8 +197,8 @@ func (r *STUNResolver) logger() *slog.Logger {
 
 // ExtAddr returns the external IP that the STUN servers agree on for traffic
 // sent from nic. It implements [ExtResolver]. iface may be nil; when it is
-// not, the interface's other private NIC IPs of nic's family that are not
-// cached are resolved in the same round (see [STUNResolver]).
+// not, the interface's other NIC IPs of nic's family that are not cached
+// are resolved in the same round (see [STUNResolver]).
 //
 // When the servers cannot tell, the error is a *STUNError wrapping
 // ErrExtUnknown. A cancelled ctx returns ctx's error (not ErrExtUnknown), so
@@ -213,7 +213,7 @@ func (r *STUNResolver) ExtAddr(ctx context.Context, iface *Interface, nic netip.
 	if iface != nil {
 		for _, a := range iface.Addrs {
 			ip := a.Addr.Unmap()
-			if ip == nic || ip.Is4() != nic.Is4() || !a.servable() || ScopeOf(ip) == ScopeGlobal ||
+			if ip == nic || ip.Is4() != nic.Is4() || !a.servable() ||
 				(ip.Is6() && ip.IsLinkLocalUnicast()) || slices.Contains(batch, ip) {
 				continue
 			}
