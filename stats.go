@@ -77,7 +77,7 @@ type DaemonStats struct {
 }
 
 // Stats returns the sums of the counters of the daemon's listeners (a
-// listener closed meanwhile no longer counts).
+// listener closed meanwhile no longer counts: read them before Close).
 func (d *Daemon) Stats() DaemonStats {
 	ls := d.Listeners()
 	s := DaemonStats{Listeners: len(ls)}

@@ -5,8 +5,10 @@ package soak
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,19 +19,20 @@ import (
 // addrChurn removes the secondary address from IfName and adds it back,
 // in a loop, while the load daemon serves a TCP and a UDP listener on it.
 // Each cycle expects an EventFailed then an EventRestored for both
-// listeners, the primary listeners to keep serving (the load connections
-// keep getting echoes) and the secondary listeners to serve again after.
+// listeners, the primary listeners to keep serving (the load daemon's
+// callback keeps getting messages) and the secondary listeners to serve
+// again after.
 type addrChurn struct {
-	tcp, udp  *p2pd.Pipe      // the listeners on the secondary address
-	loadAcked func() uint64   // echoes the load connections got so far
-	events    chan p2pd.Event // events of the secondary listeners
+	tcp, udp *p2pd.Pipe      // the listeners on the secondary address
+	loadMsgs func() uint64   // messages the load daemon's callback got so far
+	events   chan p2pd.Event // events of the secondary listeners
 
-	cycles     atomic.Int64 // complete cycles
-	failed     atomic.Int64 // EventFailed seen for the secondary listeners (wrapping ErrAddrGone)
-	restored   atomic.Int64 // EventRestored seen for them
-	missing    atomic.Int64 // events awaited in vain
+	cycles     atomic.Int64 // finished cycles (not cut by the end of the run)
+	failed     atomic.Int64 // EventFailed seen for the secondary listeners (wrapping ErrAddrGone), in finished cycles
+	restored   atomic.Int64 // EventRestored seen for them, in finished cycles
+	missing    atomic.Int64 // events awaited in vain, in finished cycles
 	unexpected atomic.Int64 // events of other listeners, or of the wrong kind
-	stalls     atomic.Int64 // cycles in which the load connections got no echo
+	stalls     atomic.Int64 // cycles in which the load daemon got no message
 	gapRefused atomic.Int64 // dials to the removed address that failed, as they should
 	restoreOK  atomic.Int64 // cycles whose secondary listeners echoed again after
 	err        firstErr
@@ -71,12 +74,17 @@ func (a *addrChurn) run(ctx context.Context, wg *sync.WaitGroup) {
 // cycle removes and re-adds the address once; false when ctx ended
 // or the address could not be changed.
 func (a *addrChurn) cycle(ctx context.Context) bool {
-	before := a.loadAcked()
+	var before uint64
+	if a.loadMsgs != nil {
+		before = a.loadMsgs()
+	}
+	n := cycleEvents{t0: time.Now()}
 	if err := ip("addr", "del", secondary, "dev", IfName); err != nil {
 		a.err.set("%v", err)
 		return false
 	}
-	ok := a.await(ctx, p2pd.EventFailed)
+	n.note("deleted")
+	a.await(ctx, p2pd.EventFailed, &n)
 	if d, err := (&net.Dialer{Timeout: 300 * time.Millisecond}).DialContext(ctx, "tcp", a.tcp.LocalAddr().String()); err == nil {
 		d.Close()
 		a.err.set("dial to removed address %v succeeded", a.tcp.LocalAddr())
@@ -89,34 +97,49 @@ func (a *addrChurn) cycle(ctx context.Context) bool {
 		a.err.set("%v", err)
 		return false
 	}
-	ok = a.await(ctx, p2pd.EventRestored) && ok
+	n.note("added")
+	a.await(ctx, p2pd.EventRestored, &n)
 	if ctx.Err() != nil {
-		return false
+		return false // an unfinished cycle: not judged
 	}
-	if a.loadAcked != nil && a.loadAcked() == before {
+	a.failed.Add(n.failed)
+	a.restored.Add(n.restored)
+	a.missing.Add(n.missing)
+	if a.loadMsgs != nil && a.loadMsgs() == before {
 		a.stalls.Add(1)
-		a.err.set("the load connections got no echo while the secondary address was away")
+		a.err.set("the load daemon got no message while the secondary address was away")
 	}
 	if a.serves(ctx) {
 		a.restoreOK.Add(1)
 	}
-	if ok {
-		a.cycles.Add(1)
-	}
+	a.cycles.Add(1)
 	return true
 }
 
+// cycleEvents counts the events of one cycle, and traces the cycle for
+// the report of an unexpected event.
+type cycleEvents struct {
+	failed, restored, missing int64
+	t0                        time.Time
+	trace                     []string
+}
+
+func (n *cycleEvents) note(format string, a ...any) {
+	n.trace = append(n.trace, fmt.Sprintf("%dms ", time.Since(n.t0).Milliseconds())+fmt.Sprintf(format, a...))
+}
+
 // await waits for an event of kind for each of the two listeners.
-func (a *addrChurn) await(ctx context.Context, kind p2pd.EventKind) bool {
+func (a *addrChurn) await(ctx context.Context, kind p2pd.EventKind, n *cycleEvents) {
 	want := map[*p2pd.Pipe]bool{a.tcp: true, a.udp: true}
 	t := time.NewTimer(eventWait)
 	defer t.Stop()
 	for len(want) > 0 {
 		select {
 		case e := <-a.events:
+			n.note("%v %v", e.Kind, e.Pipe.Proto())
 			if e.Kind != kind || !want[e.Pipe] {
 				a.unexpected.Add(1)
-				a.err.set("unexpected event %v while awaiting %v", e, kind)
+				a.err.set("unexpected event %v while awaiting %v; this cycle: %s", e, kind, strings.Join(n.trace, ", "))
 				continue
 			}
 			if kind == p2pd.EventFailed {
@@ -124,20 +147,19 @@ func (a *addrChurn) await(ctx context.Context, kind p2pd.EventKind) bool {
 					a.unexpected.Add(1)
 					a.err.set("EventFailed without ErrAddrGone: %v", e)
 				}
-				a.failed.Add(1)
+				n.failed++
 			} else {
-				a.restored.Add(1)
+				n.restored++
 			}
 			delete(want, e.Pipe)
 		case <-t.C:
-			a.missing.Add(int64(len(want)))
+			n.missing += int64(len(want))
 			a.err.set("no %v event for %d secondary listener(s) within %v", kind, len(want), eventWait)
-			return false
+			return
 		case <-ctx.Done():
-			return false
+			return
 		}
 	}
-	return true
 }
 
 // serves checks that both secondary listeners echo again, retrying for

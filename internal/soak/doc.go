@@ -11,5 +11,9 @@
 // The program needs Linux. As root it runs in a network namespace of its
 // own (a re-exec of itself with CLONE_NEWNET, removed by the kernel when
 // the process ends, even when it is killed); without root it runs on
-// loopback only and skips the address phase.
+// loopback only and skips the address phase. The clients of the held
+// load connections run in a helper process (the program again, with
+// -load-client), so that each process needs one descriptor per
+// connection, not two, and the memory measured per connection is the
+// daemon's alone.
 package soak

@@ -27,6 +27,7 @@ type Figures struct {
 	LoadDropped      int64   `json:"load_dropped"`       // connections that failed after connecting
 	LoadServerErrors int64   `json:"load_server_errors"` // server ends other than EOF or Close
 	LoadMsgs         uint64  `json:"load_msgs"`          // echoes the held connections got
+	MemScope         string  `json:"mem_scope"`          // "server" (clients in a helper process) or "both ends"
 	HeapPerConn      float64 `json:"heap_stack_per_conn_bytes"`
 	RSSPerConn       float64 `json:"rss_per_conn_bytes"`
 
@@ -79,6 +80,11 @@ type Figures struct {
 	BlocksSent      int64  `json:"blocks_sent"`
 	BlocksOK        int64  `json:"blocks_ok"`
 	MisbehaveErrors int64  `json:"misbehave_errors"`
+
+	// How late a 10 ms sleep of the daemons' process woke up, at most,
+	// during the phases: the scheduling delay every client and callback
+	// of this process can see.
+	SchedDelayMaxMs float64 `json:"sched_delay_max_ms"`
 
 	// The end.
 	CloseSec       float64 `json:"close_s"` // both Daemon.Close calls
@@ -138,7 +144,7 @@ func (f *Figures) check() {
 		switch {
 		case f.AddrCycles == 0:
 			f.failf("addr: no complete cycle")
-		case f.EventsMissing != 0 || f.EventsUnexpected != 0 || f.EventsFailed != f.EventsRestored:
+		case f.EventsMissing != 0 || f.EventsUnexpected != 0 || f.EventsFailed != 2*f.AddrCycles || f.EventsRestored != 2*f.AddrCycles:
 			f.failf("addr: %d failed, %d restored, %d missing, %d unexpected events", f.EventsFailed, f.EventsRestored, f.EventsMissing, f.EventsUnexpected)
 		case f.AddrStalls != 0 || f.AddrRestoreOK != f.AddrCycles:
 			f.failf("addr: %d cycles, %d without load echoes, %d served again", f.AddrCycles, f.AddrStalls, f.AddrRestoreOK)
@@ -186,7 +192,7 @@ func (f *Figures) WriteTable(w io.Writer) error {
 	row("mode", "%s, phases %v", f.Mode, f.Phases)
 	row("duration", "%.1f s (total %.1f s)", f.DurationSec, f.TotalSec)
 	row("conns held", "%d of %d on %d listeners (connected in %.1f s)", f.ConnsHeld, f.ConnsTarget, f.Listeners, f.ConnectSec)
-	row("memory per conn", "%.0f B heap+stack, %.0f B RSS (both ends)", f.HeapPerConn, f.RSSPerConn)
+	row("memory per conn", "%.0f B heap+stack, %.0f B RSS (%s)", f.HeapPerConn, f.RSSPerConn, f.MemScope)
 	row("load", "%d echoes, %d dropped, %d rejected, %d server errors", f.LoadMsgs, f.LoadDropped, f.LoadRejected, f.LoadServerErrors)
 	row("TCP msgs", "%d sent, %d acked, %d verified, %d corrupt", f.TCPSent, f.TCPAcked, f.TCPVerified, f.TCPCorrupt)
 	row("churned conns", "%d (%d errors)", f.ChurnConns, f.ChurnErrors)
@@ -200,6 +206,7 @@ func (f *Figures) WriteTable(w io.Writer) error {
 	row("slowloris", "%d closed of %d (silent %.0f-%.0f ms, trickle %.0f-%.0f ms)", f.SlowClosed, f.SlowOpened, f.SlowSilentMs[0], f.SlowSilentMs[1], f.SlowTrickleMs[0], f.SlowTrickleMs[1])
 	row("edge clients", "%d msgs, %d errors, max latency %.0f ms", f.EdgeMsgs, f.EdgeErrors, f.EdgeLatencyMaxMs)
 	row("panics", "%d sent, %d counted; blocks %d of %d", f.PanicsSent, f.PanicsCounted, f.BlocksOK, f.BlocksSent)
+	row("scheduling delay", "%.0f ms at most", f.SchedDelayMaxMs)
 	row("close", "%.2f s", f.CloseSec)
 	row("goroutines", "%d -> %d", f.GoroutineStart, f.GoroutineEnd)
 	row("fds", "%d -> %d", f.FDStart, f.FDEnd)

@@ -26,7 +26,7 @@ type load struct {
 	err       firstErr
 
 	wg   sync.WaitGroup
-	stop chan struct{}
+	quit chan struct{}
 }
 
 const (
@@ -34,10 +34,10 @@ const (
 	loadTimeout = 10 * time.Second // one exchange
 )
 
-// connect starts the n connections and returns when each has connected
+// start starts the n connections and returns when each has connected
 // and exchanged its first message, or failed.
-func (l *load) connect(ctx context.Context) {
-	l.stop = make(chan struct{})
+func (l *load) start(ctx context.Context) {
+	l.quit = make(chan struct{})
 	sem := make(chan struct{}, loadDialers)
 	var ready sync.WaitGroup
 	ready.Add(l.n)
@@ -70,7 +70,7 @@ func (l *load) conn(ctx context.Context, id uint32, to netip.AddrPort, sem chan 
 	defer wait.Stop()
 	for {
 		select {
-		case <-l.stop:
+		case <-l.quit:
 			return
 		case <-wait.C:
 		}
@@ -86,8 +86,8 @@ func (l *load) conn(ctx context.Context, id uint32, to netip.AddrPort, sem chan 
 
 // close stops every connection after its exchange in progress and waits.
 func (l *load) close() {
-	if l.stop != nil {
-		close(l.stop)
+	if l.quit != nil {
+		close(l.quit)
 	}
 	l.wg.Wait()
 }

@@ -29,7 +29,7 @@ type misbehave struct {
 
 const (
 	blockFor       = 200 * time.Millisecond
-	misbehaveEvery = 250 * time.Millisecond
+	misbehaveEvery = 100 * time.Millisecond // well under EdgeIdleTimeout
 )
 
 func (m *misbehave) run(ctx context.Context, wg *sync.WaitGroup) {

@@ -38,10 +38,13 @@ type slow struct {
 }
 
 const (
-	EdgeIdleTimeout = 500 * time.Millisecond
-	EdgeReadTimeout = time.Second
+	// Twice the 500 ms / 1 s one would pick: the normal clients beside
+	// the slow ones must not be taken for idle when the machine is so
+	// busy that goroutines wait up to half a second for a CPU.
+	EdgeIdleTimeout = time.Second
+	EdgeReadTimeout = 2 * time.Second
 	trickleEvery    = 100 * time.Millisecond
-	slowLimit       = 5 * time.Second
+	slowLimit       = 6 * time.Second
 	normalEvery     = 100 * time.Millisecond
 	edgeTimeout     = 5 * time.Second // one exchange of a normal client
 )

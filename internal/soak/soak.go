@@ -9,8 +9,11 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"os"
+	"os/exec"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,7 +34,10 @@ type Config struct {
 	Only      []string      // phases to run; empty: all
 	Netns     bool          // in the namespace SetupNetns built (else loopback only)
 	Logger    *slog.Logger  // the daemons' logs; nil: discarded
-	Progress  io.Writer     // progress lines; nil: none
+	// ClientCmd, if set, makes the command of a helper process that runs
+	// the load clients (see ClientMain); nil: they run in this process.
+	ClientCmd func(args ...string) *exec.Cmd
+	Progress  io.Writer // progress lines; nil: none
 }
 
 // Workers per phase.
@@ -49,10 +55,12 @@ type soakRun struct {
 	load *p2pd.Daemon
 	edge *p2pd.Daemon
 
+	loadMsgs       atomic.Uint64 // messages the load daemon's callback got
 	loadServerErrs atomic.Int64
 	idleTimeouts   atomic.Int64
 	readTimeouts   atomic.Int64
-	serverErr      firstErr
+	serverErr      firstErr // the load daemon's
+	edgeErr        firstErr
 }
 
 func (r *soakRun) logf(format string, a ...any) {
@@ -82,8 +90,13 @@ func Run(cfg Config) (*Figures, error) {
 		return nil, fmt.Errorf("soak: bad config: %d listeners from port %d, interval %v", cfg.Listeners, cfg.PortBase, cfg.Interval)
 	}
 	f.GoroutineStart, f.FDStart, f.HeapStart, f.RSSStart = runtime.NumGoroutine(), openFDs(), settledHeap(), rss()
-	// Both ends of every connection live in this process.
-	if err := raiseNoFile(uint64(2*f.ConnsTarget + 4*churnWorkers + 1024)); err != nil {
+	// The server's end of every connection, and the client's unless a
+	// helper process holds it.
+	ends := 2
+	if cfg.ClientCmd != nil {
+		ends = 1
+	}
+	if err := raiseNoFile(uint64(ends*f.ConnsTarget + 4*churnWorkers + 1024)); err != nil {
 		return nil, err
 	}
 	err := r.run()
@@ -96,7 +109,31 @@ func Run(cfg Config) (*Figures, error) {
 	r.settle()
 	f.TotalSec = time.Since(t0).Seconds()
 	f.check()
+	if len(f.Failures) > 0 && cfg.Netns {
+		r.netstat()
+	}
 	return f, nil
+}
+
+// netstat prints the namespace's non-zero TCP and UDP drop and overflow
+// counters, to explain a failure.
+func (r *soakRun) netstat() {
+	out, err := exec.Command("nstat", "-az").Output()
+	if err != nil {
+		return
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		f := strings.Fields(l)
+		if os.Getenv("SOAK_NSTAT") != "" && len(f) >= 2 && f[1] != "0" {
+			r.logf("nstat: %s %s", f[0], f[1])
+			continue
+		}
+		if len(f) >= 2 && f[1] != "0" &&
+			(strings.Contains(f[0], "Drop") || strings.Contains(f[0], "Overflow") || strings.Contains(f[0], "Retrans") ||
+				strings.Contains(f[0], "Reset") || strings.Contains(f[0], "Abort") || strings.Contains(f[0], "Errors")) {
+			r.logf("nstat: %s %s", f[0], f[1])
+		}
+	}
 }
 
 // run opens the daemons, runs the phases and stops them.
@@ -113,7 +150,7 @@ func (r *soakRun) run() error {
 	}
 	ac := newAddrChurn()
 	r.load = &p2pd.Daemon{
-		MsgCB:         p2pd.MsgCallbackFunc(echo),
+		MsgCB:         p2pd.MsgCallbackFunc(r.echo),
 		Pipe:          p2pd.PipeConfig{Framing: p2pd.FrameLength32},
 		WatchInterval: WatchInterval,
 		OnEvent:       ac.onEvent,
@@ -156,25 +193,45 @@ func (r *soakRun) run() error {
 	r.logf("%s: %d load listeners from %v, edge %v and %v", f.Mode, len(lps), addrs[0], edgeTCP.LocalAddr(), edgeUDP.LocalAddr())
 
 	// a. Load: connect everything, then measure.
-	ld := &load{addrs: addrs, n: f.ConnsTarget, interval: cfg.Interval}
+	var lc loadClients = &load{addrs: addrs, n: f.ConnsTarget, interval: cfg.Interval}
+	f.MemScope = "both ends"
+	if cfg.ClientCmd != nil && f.ConnsTarget > 0 {
+		lc = newLoadProc(cfg.ClientCmd, addrs, f.ConnsTarget, cfg.Interval)
+		f.MemScope = "server"
+	}
 	m0, rss0 := heapStack(), rss()
 	t := time.Now()
-	ld.connect(ctx)
+	rep, err := lc.connect(ctx)
+	if err != nil {
+		return err
+	}
 	f.ConnectSec = time.Since(t).Seconds()
-	if n := ld.connected.Load(); n > 0 {
-		f.HeapPerConn = float64(heapStack()-m0) / float64(n)
-		f.RSSPerConn = float64(rss()-rss0) / float64(n)
+	if rep.Connected > 0 {
+		f.HeapPerConn = float64(heapStack()-m0) / float64(rep.Connected)
+		f.RSSPerConn = float64(rss()-rss0) / float64(rep.Connected)
 	}
 	st := r.load.Stats()
 	f.ConnsHeld = st.Conns
-	r.logf("load: %d connections held (daemon: %d) in %.1f s; %.0f B heap+stack, %.0f B RSS per connection",
-		ld.connected.Load(), st.Conns, f.ConnectSec, f.HeapPerConn, f.RSSPerConn)
-	ac.loadAcked = ld.t.acked.Load
+	r.logf("load: %d connections held (daemon: %d) in %.1f s; %.0f B heap+stack, %.0f B RSS per connection (%s)",
+		rep.Connected, st.Conns, f.ConnectSec, f.HeapPerConn, f.RSSPerConn, f.MemScope)
+	if f.ran("load") || f.ran("churn") {
+		ac.loadMsgs = r.loadMsgs.Load
+	}
 
-	// b-f, concurrently, for cfg.Dur.
-	pctx, cancel := context.WithTimeout(ctx, cfg.Dur)
+	// b-f, concurrently, for cfg.Dur. The context is cancelled rather
+	// than given a deadline: dials would take the deadline as theirs and
+	// could fail with a timeout just before ctx.Err() tells why.
+	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	stopTimer := time.AfterFunc(cfg.Dur, cancel)
+	defer stopTimer.Stop()
 	var wg sync.WaitGroup
+	var sched atomic.Int64
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		schedDelay(pctx, &sched)
+	}()
 	ch := &churn{addrs: addrs, workers: churnWorkers, msgs: churnMsgs}
 	fl := &flood{ln: edgeUDP}
 	sl := &slow{to: edgeTCP.LocalAddr(), workers: slowWorkers}
@@ -200,14 +257,20 @@ func (r *soakRun) run() error {
 	if !waitTimeout(&wg, 30*time.Second) {
 		return errors.New("soak: the phases did not stop within 30 s")
 	}
-	ld.close()
+	rep, err = lc.stop()
+	if err != nil {
+		return err
+	}
 
 	var all tally
-	for _, t := range []*tally{&ld.t, &ch.t, &sl.normal, &mb.t} {
+	for _, t := range []*tally{&ch.t, &sl.normal, &mb.t} {
 		all.add(t)
 	}
-	f.TCPSent, f.TCPAcked, f.TCPVerified, f.TCPCorrupt = all.sent.Load(), all.acked.Load(), all.verified.Load(), all.corrupt.Load()
-	f.LoadMsgs, f.LoadDialErrors, f.LoadDropped = ld.t.acked.Load(), ld.dialErrs.Load(), ld.connErrs.Load()
+	f.TCPSent = all.sent.Load() + rep.Sent
+	f.TCPAcked = all.acked.Load() + rep.Acked
+	f.TCPVerified = all.verified.Load() + rep.Verified
+	f.TCPCorrupt = all.corrupt.Load() + rep.Corrupt
+	f.LoadMsgs, f.LoadDialErrors, f.LoadDropped = rep.Acked, rep.DialErrors, rep.ConnErrors
 	st = r.load.Stats()
 	f.LoadAccepted, f.LoadRejected = st.Accepted, st.Rejected
 	f.ChurnConns, f.ChurnErrors = ch.conns.Load(), ch.errs.Load()
@@ -224,9 +287,13 @@ func (r *soakRun) run() error {
 	f.SlowSilentMs = [2]float64{ms(sl.silentMin.Load()), ms(sl.silentMax.Load())}
 	f.SlowTrickleMs = [2]float64{ms(sl.trickMin.Load()), ms(sl.trickMax.Load())}
 	f.EdgeMsgs, f.EdgeErrors, f.EdgeLatencyMaxMs = sl.normal.acked.Load(), sl.normalErrs.Load(), ms(sl.latencyMax.Load())
+	f.SchedDelayMaxMs = ms(sched.Load())
 	f.PanicsSent, f.PanicsCounted = mb.panicsSent.Load(), r.edge.Stats().Panics
 	f.BlocksSent, f.BlocksOK, f.MisbehaveErrors = mb.blocksSent.Load(), mb.blocksOK.Load(), mb.errs.Load()
-	for _, e := range []*firstErr{&ld.err, &ch.err, &ac.err, &fl.err, &sl.err, &mb.err, &r.serverErr} {
+	if rep.Err != "" {
+		f.Errors = append(f.Errors, rep.Err)
+	}
+	for _, e := range []*firstErr{&ch.err, &ac.err, &fl.err, &sl.err, &mb.err, &r.serverErr, &r.edgeErr} {
 		if s := e.get(); s != "" {
 			f.Errors = append(f.Errors, s)
 		}
@@ -318,7 +385,10 @@ func (r *soakRun) settle() {
 }
 
 // echo is the load daemon's callback.
-func echo(msg []byte, from netip.AddrPort, p *p2pd.Pipe) { p.Send(msg, from) }
+func (r *soakRun) echo(msg []byte, from netip.AddrPort, p *p2pd.Pipe) {
+	r.loadMsgs.Add(1)
+	p.Send(msg, from)
+}
 
 // edgeCB is the edge daemon's callback: it misbehaves as the message's
 // kind asks, then echoes.
@@ -339,9 +409,9 @@ func edgeCB(msg []byte, from netip.AddrPort, p *p2pd.Pipe) {
 // loadEnded counts load connections that ended for another reason than
 // the client's close (EOF) or the daemon's (nil).
 func (r *soakRun) loadEnded(p *p2pd.Pipe, reason error) {
-	if !p.IsServer() && reason != nil && !errors.Is(reason, io.EOF) {
+	if reason != nil && !errors.Is(reason, io.EOF) {
 		r.loadServerErrs.Add(1)
-		r.serverErr.set("load daemon: connection from %v ended: %v", p.RemoteAddr(), reason)
+		r.serverErr.set("load daemon: pipe %v<-%v ended: %v", p.LocalAddr(), p.RemoteAddr(), reason)
 	}
 }
 
@@ -353,6 +423,22 @@ func (r *soakRun) edgeEnded(p *p2pd.Pipe, reason error) {
 		r.idleTimeouts.Add(1)
 	case errors.Is(reason, p2pd.ErrReadTimeout):
 		r.readTimeouts.Add(1)
+	case reason != nil && !errors.Is(reason, io.EOF) && !errors.Is(reason, p2pd.ErrBadFrame):
+		// A slowloris closed at the end of the run ends in a bad frame.
+		r.edgeErr.set("edge daemon: pipe %v<-%v ended: %v", p.LocalAddr(), p.RemoteAddr(), reason)
+	}
+}
+
+// schedDelay records in max how late a 10 ms sleep wakes up, at most,
+// until ctx ends: how long a goroutine of this process may wait for a CPU.
+func schedDelay(ctx context.Context, max *atomic.Int64) {
+	const tick = 10 * time.Millisecond
+	for {
+		t := time.Now()
+		if !sleepCtx(ctx, tick) {
+			return
+		}
+		maxInt64(max, int64(time.Since(t)-tick))
 	}
 }
 

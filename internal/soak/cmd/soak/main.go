@@ -14,7 +14,10 @@
 // an interface soak0 (10.99.0.1/24; 10.99.1.1/24 comes and goes); the
 // kernel removes the namespace when the program ends, however it ends.
 // Without root it runs on loopback only (127.0.0.1) and skips the address
-// phase; it then needs a hard RLIMIT_NOFILE above 2 × conns + 1100.
+// phase; it then needs a hard RLIMIT_NOFILE above conns + 1100 (the load
+// clients run in a helper process, the same program run with -load-client,
+// so that each process holds one descriptor per connection; -inline keeps
+// them in one process, which then needs 2 × conns + 1100).
 //
 //	go run ./internal/soak/cmd/soak -dur 60s
 //	go run ./internal/soak/cmd/soak -only load -conns 10000 -json
@@ -28,6 +31,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"time"
@@ -44,9 +48,22 @@ func main() {
 	only := flag.String("only", "", "comma-separated phases to run (default all): "+strings.Join(soak.Phases, ","))
 	jsonOut := flag.Bool("json", false, "print the figures as one JSON object")
 	verbose := flag.Bool("v", false, "print the daemons' logs (warnings and up) on stderr")
+	inline := flag.Bool("inline", false, "run the load clients in this process (2 descriptors per connection) rather than in a helper process")
+	loadClient := flag.Bool("load-client", false, "internal: be the helper process of the load clients")
+	addrs := flag.String("addrs", "", "internal: the load listeners, for -load-client")
 	flag.Parse()
 
 	watchdog(*dur + 60*time.Second)
+	if *loadClient {
+		as, err := soak.ParseAddrs(*addrs)
+		if err == nil {
+			err = soak.ClientMain(as, *conns, *interval, os.Stdin, os.Stdout)
+		}
+		if err != nil {
+			fatal(err)
+		}
+		return
+	}
 	netns := os.Geteuid() == 0
 	if netns && !soak.InChild() {
 		os.Exit(parent())
@@ -64,6 +81,13 @@ func main() {
 			if !contains(soak.Phases, p) {
 				fatal(fmt.Errorf("unknown phase %q (phases: %s)", p, strings.Join(soak.Phases, ",")))
 			}
+		}
+	}
+	if !*inline {
+		cfg.ClientCmd = func(args ...string) *exec.Cmd {
+			cmd := exec.Command("/proc/self/exe", append([]string{"-load-client", "-dur", dur.String()}, args...)...)
+			cmd.Stderr = os.Stderr
+			return cmd
 		}
 	}
 	if *verbose {
@@ -88,6 +112,8 @@ func main() {
 // parent runs the program again in a new network namespace and returns
 // its exit code.
 func parent() int {
+	// Pdeathsig follows the thread that started the child: keep it.
+	runtime.LockOSThread()
 	cmd := soak.ChildCommand()
 	if err := cmd.Run(); err != nil {
 		var ee *exec.ExitError
