@@ -950,11 +950,11 @@ func (p *Pipe) addConn(conn net.Conn) {
 // reject closes a connection over a limit at once (with a reset, so the
 // peer learns it now and no TIME_WAIT is left), counts and logs it.
 func (p *Pipe) reject(conn net.Conn) {
+	n := p.stats.rejected.Add(1) // before the close, which the peer sees
 	if tc, ok := conn.(*net.TCPConn); ok {
 		tc.SetLinger(0)
 	}
 	conn.Close()
-	n := p.stats.rejected.Add(1)
 	if n&(n-1) == 0 { // 1, 2, 4, 8...: a flood does not flood the log
 		p.cfg.logger().Warn("p2pd: connection limit reached, closing new connections", "addr", p.local, "rejected", n)
 	}
