@@ -52,18 +52,7 @@ func BenchmarkUDPDispatch(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer c.Close()
-			msg := make([]byte, 64)
-			lost := time.NewTimer(time.Minute) // one timer: time.After would allocate per op
-			defer lost.Stop()
-			b.ReportAllocs()
-			for b.Loop() {
-				c.Write(msg)
-				select {
-				case <-got:
-				case <-lost.C:
-					b.Fatal("datagram lost")
-				}
-			}
+			pingPong(b, c, make([]byte, 64), got)
 		})
 	}
 }
@@ -122,17 +111,7 @@ func BenchmarkTCPDispatch(b *testing.B) {
 			}
 			defer c.Close()
 			msg, _ := appendFrame(nil, f, make([]byte, 64), 1<<20)
-			lost := time.NewTimer(time.Minute)
-			defer lost.Stop()
-			b.ReportAllocs()
-			for b.Loop() {
-				c.Write(msg)
-				select {
-				case <-got:
-				case <-lost.C:
-					b.Fatal("message lost")
-				}
-			}
+			pingPong(b, c, msg, got)
 		})
 	}
 	b.Run("stdlib", func(b *testing.B) {
@@ -163,17 +142,22 @@ func BenchmarkTCPDispatch(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer func() { c.Close(); <-done }()
-		msg := make([]byte, 64)
-		lost := time.NewTimer(time.Minute)
-		defer lost.Stop()
-		b.ReportAllocs()
-		for b.Loop() {
-			c.Write(msg)
-			select {
-			case <-got:
-			case <-lost.C:
-				b.Fatal("message lost")
-			}
-		}
+		pingPong(b, c, make([]byte, 64), got)
 	})
+}
+
+// pingPong writes msg on c and waits for the receiver to signal got, b.N
+// times, so nothing is lost and every op is one message received.
+func pingPong(b *testing.B, c net.Conn, msg []byte, got <-chan struct{}) {
+	lost := time.NewTimer(time.Minute) // one timer: time.After would allocate per op
+	defer lost.Stop()
+	b.ReportAllocs()
+	for b.Loop() {
+		c.Write(msg)
+		select {
+		case <-got:
+		case <-lost.C:
+			b.Fatal("message lost")
+		}
+	}
 }
