@@ -38,7 +38,6 @@ type udpBatch struct {
 	pktinfo bool
 	pmu     sync.Mutex
 	peers   map[netip.AddrPort]mmsg.Pktinfo
-	oob     [mmsg.CtrlSize]byte // for sends that are not queued, under pmu
 
 	// Reader-only state.
 	recv  *mmsg.RecvBatch
@@ -159,11 +158,10 @@ func (u *udpBatch) direct(p *Pipe, msg []byte, to netip.AddrPort) (handled bool,
 	if !u.pktinfo {
 		return false, nil
 	}
-	u.pmu.Lock()
-	defer u.pmu.Unlock()
-	pi := u.peers[unmap(to)]
-	n := mmsg.PutPktinfo(u.oob[:], pi.Local, pi.IfIndex)
-	_, _, err = p.udp.WriteMsgUDPAddrPort(msg, u.oob[:n], to)
+	pi := u.source(to)
+	var oob [mmsg.CtrlSize]byte
+	n := mmsg.PutPktinfo(oob[:], pi.Local, pi.IfIndex)
+	_, _, err = p.udp.WriteMsgUDPAddrPort(msg, oob[:n], to)
 	return true, err
 }
 
