@@ -244,7 +244,7 @@ func TestActivationAdopt(t *testing.T) {
 	// A callback set later reaches adopted listeners too.
 	var mu sync.Mutex
 	seen := 0
-	d.AddMsgCB(MsgCallbackFunc(func(msg []byte, from netip.AddrPort, p *Pipe) {
+	d.AddMsgCB(MsgCallbackFunc(func(msg []byte, from Peer, p *Pipe) {
 		mu.Lock()
 		seen++
 		mu.Unlock()

@@ -133,12 +133,13 @@ type Daemon struct {
 	mu        sync.Mutex
 	listeners map[listenKey]*Pipe
 	keys      map[*Pipe]listenKey
-	reserved  int         // listeners that calls in progress may still add
-	cb        MsgCallback // set by AddMsgCB
+	reserved  int                  // listeners that calls in progress may still add
+	binding   map[listenKey]bool   // fixed-port keys that calls in progress are binding
+	cb        MsgCallback          // set by AddMsgCB
 	cbSet     bool
 	closed    bool
-	calls     sync.WaitGroup // calls in progress that may open listeners
-	limit     *connLimit     // MaxConns, made with the first listener
+	own       group                // calls in progress, listeners and the watcher, for Shutdown
+	limit     *connLimit           // MaxConns, made with the first listener
 	watch     *addrWatcher   // the address watcher, started with the first listener
 	follows   []*follow      // ListenAll calls in follow mode
 }
@@ -187,6 +188,7 @@ func (d *Daemon) pipeConfig() *PipeConfig {
 		c.OnEnd = d.OnEnd
 	}
 	c.ended = d.forget
+	c.group = &d.own
 	if d.limit == nil && d.MaxConns >= 0 {
 		d.limit = &connLimit{max: int64(cmp.Or(d.MaxConns, DefaultDaemonMaxConns))}
 	}
@@ -203,6 +205,50 @@ func (d *Daemon) forget(p *Pipe) {
 		delete(d.keys, p)
 		delete(d.listeners, k)
 	}
+}
+
+// group counts what a Daemon owns that still runs (calls in progress,
+// listeners' goroutines, the watcher), so that Shutdown can wait for all
+// of it without a goroutine of its own. A nil *group counts nothing.
+type group struct {
+	mu   sync.Mutex
+	n    int
+	idle chan struct{} // closed when n drops to 0; nil while nobody waits
+}
+
+func (g *group) add(n int) {
+	if g != nil {
+		g.mu.Lock()
+		g.n += n
+		g.mu.Unlock()
+	}
+}
+
+func (g *group) done() {
+	if g == nil {
+		return
+	}
+	g.mu.Lock()
+	if g.n--; g.n == 0 && g.idle != nil {
+		close(g.idle)
+		g.idle = nil
+	}
+	g.mu.Unlock()
+}
+
+// wait returns a channel closed once nothing runs.
+func (g *group) wait() <-chan struct{} {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.n == 0 {
+		c := make(chan struct{})
+		close(c)
+		return c
+	}
+	if g.idle == nil {
+		g.idle = make(chan struct{})
+	}
+	return g.idle
 }
 
 // ListenError reports the failed binds of one ListenAll, ListenSpecific or
@@ -258,7 +304,7 @@ func (d *Daemon) reserve(op string, n int) error {
 		return &LimitError{Op: op, Want: n, Have: have, Limit: limit}
 	}
 	d.reserved += n
-	d.calls.Add(1)
+	d.own.add(1)
 	return nil
 }
 
@@ -266,7 +312,31 @@ func (d *Daemon) release(n int) {
 	d.mu.Lock()
 	d.reserved -= n
 	d.mu.Unlock()
-	d.calls.Done()
+	d.own.done()
+}
+
+// claim reserves fixed-port key k for a call about to bind it, so that two
+// calls in progress never both bind one key (UDP with ReuseAddr, or a
+// Control hook setting SO_REUSEPORT, would let them). It fails when the
+// daemon listens there or another call is binding it.
+func (d *Daemon) claim(k listenKey) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.listeners[k]; ok || d.binding[k] {
+		return false
+	}
+	if d.binding == nil {
+		d.binding = make(map[listenKey]bool)
+	}
+	d.binding[k] = true
+	return true
+}
+
+// unclaimLocked gives back keys that claim reserved; d.mu is held.
+func (d *Daemon) unclaimLocked(keys []listenKey) {
+	for _, k := range keys {
+		delete(d.binding, k)
+	}
 }
 
 // opError prefixes an error with the operation, so that it reads "p2pd: "
@@ -330,7 +400,12 @@ func (d *Daemon) open(ctx context.Context, op string, specs []Specific) ([]*Pipe
 
 	opened := make([]*Pipe, 0, len(specs))
 	openedSpecs := make([]Specific, 0, len(specs))
-	taken := make(map[listenKey]bool) // fixed ports this call binds
+	var claimed []listenKey // fixed ports this call binds
+	defer func() {
+		d.mu.Lock()
+		d.unclaimLocked(claimed)
+		d.mu.Unlock()
+	}()
 	var failed []*BindError
 	var abort error
 	for _, s := range specs {
@@ -345,12 +420,12 @@ func (d *Daemon) open(ctx context.Context, op string, specs []Specific) ([]*Pipe
 		be := &BindError{Family: s.Route.Family, Proto: s.Proto, Addr: s.Route.Bound}
 		if port := s.Route.Bound.Port(); port != 0 {
 			k := keyOf(s, port)
-			if taken[k] || d.has(k) {
+			if !d.claim(k) {
 				be.Err = fmt.Errorf("%w: the daemon already listens there", ErrAddrInUse)
 				failed = append(failed, be)
 				continue
 			}
-			taken[k] = true
+			claimed = append(claimed, k)
 		}
 		p, err := listenShared(ctx, s.Proto, s.Route, cfg)
 		if err != nil {
@@ -393,6 +468,8 @@ func (d *Daemon) open(ctx context.Context, op string, specs []Specific) ([]*Pipe
 	for i, p := range opened {
 		keys[i] = keyOf(openedSpecs[i], p.LocalAddr().Port())
 	}
+	d.unclaimLocked(claimed)
+	claimed = nil
 	d.registerLocked(opened, keys)
 	d.mu.Unlock()
 	if lerr != nil {
@@ -511,8 +588,9 @@ func (d *Daemon) AddMsgCB(cb MsgCallback) error {
 	return nil
 }
 
-// stop marks the daemon closed, waits for calls in progress (which close
-// what they opened once they see it) and returns the listeners to stop.
+// stop marks the daemon closed, stops the watcher, and returns the
+// listeners to stop. It waits for nothing: calls in progress close what
+// they opened when they see the daemon closed.
 func (d *Daemon) stop() []*Pipe {
 	d.mu.Lock()
 	d.closed = true
@@ -520,9 +598,6 @@ func (d *Daemon) stop() []*Pipe {
 	for _, p := range d.listeners {
 		ps = append(ps, p)
 	}
-	d.mu.Unlock()
-	d.calls.Wait()
-	d.mu.Lock()
 	w := d.watch
 	d.mu.Unlock()
 	if w != nil {
@@ -531,68 +606,49 @@ func (d *Daemon) stop() []*Pipe {
 	return ps
 }
 
-// Close closes every listener and every connection at once (see
-// [Pipe.Close]), and returns when their goroutines have ended, including
-// callbacks that were running. It may be called more than once and concurrently
-// with Shutdown. Errors of the listeners' Close are joined.
+// Close stops the daemon at once, as net/http's Server.Close does: it
+// closes every listener and every connection (see [Pipe.Close]), stops the
+// address watcher, and makes calls in progress close what they opened and
+// return ErrDaemonClosed. It waits for nothing, so it may be called from
+// anywhere, a callback or OnEvent included; callbacks still running finish
+// on their own ([Daemon.Shutdown] waits for them). Close may be called more
+// than once and concurrently with Shutdown; it returns nil.
 func (d *Daemon) Close() error {
-	ps := d.stop()
-	// Close them all, then wait for them all: they end in parallel.
-	for _, p := range ps {
+	for _, p := range d.stop() {
 		p.closeNoWait()
-	}
-	if !isWorker() {
-		for _, p := range ps {
-			<-p.done
-		}
 	}
 	return nil
 }
 
 // Shutdown stops the daemon gracefully: every listener stops accepting and
-// reading, messages being handled finish (see [Pipe.Shutdown]), then
-// everything is closed, and Shutdown returns nil (or the joined errors).
+// reading, calls in progress close what they opened, messages being handled
+// finish (see [Pipe.Shutdown]), and Shutdown returns nil once everything
+// the daemon ran has ended: listeners, connections, callbacks, OnEnd and
+// the watcher. After a Close it just waits for that.
 //
-// If ctx ends first, every socket is closed at once and Shutdown returns
-// ctx.Err() without waiting for callbacks that are still running (as
-// net/http's Server.Shutdown does); they end when they return. Call
-// [Daemon.Close] after a failed Shutdown to wait for them. Shutdown may be
-// called more than once and concurrently with Close.
+// If ctx ends first, every socket is closed at once (as Close) and
+// Shutdown returns ctx.Err() without waiting for callbacks still running;
+// they end when they return.
+//
+// Shutdown waits for callbacks, so do not call it from a MsgCB, OnUp,
+// OnEnd or OnEvent of the daemon with a context that never ends: it cannot
+// finish before that callback returns. Close is the call for a callback.
+// Shutdown may be called more than once and concurrently with Close.
 func (d *Daemon) Shutdown(ctx context.Context) error {
-	ps := d.stop()
-	errs := make([]error, len(ps))
-	var wg sync.WaitGroup
-	for i, p := range ps {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = p.Shutdown(ctx)
-		}()
+	if ctx == nil {
+		return wrapOp("shutdown", fmt.Errorf("%w: nil context", ErrInvalid))
 	}
-	done := make(chan struct{})
-	go func() {
-		wg.Wait()
-		close(done)
-	}()
+	ps := d.stop()
+	for _, p := range ps {
+		p.drain()
+	}
 	select {
-	case <-done:
+	case <-d.own.wait():
+		return nil
 	case <-ctx.Done():
-		// Close every socket now; the goroutines above finish when the
-		// callbacks still running return.
 		for _, p := range ps {
-			p.terminate(nil)
-			for _, c := range p.Clients() {
-				c.terminate(nil)
-			}
+			p.closeNoWait()
 		}
 		return ctx.Err()
 	}
-	if err := ctx.Err(); err != nil {
-		for _, e := range errs {
-			if errors.Is(e, err) {
-				return err
-			}
-		}
-	}
-	return errors.Join(errs...)
 }

@@ -148,7 +148,7 @@ func dmTuples(ps []*p2pd.Pipe) []string {
 }
 
 // dmEchoCB answers every message with the same bytes.
-var dmEchoCB = p2pd.MsgCallbackFunc(func(msg []byte, from netip.AddrPort, p *p2pd.Pipe) {
+var dmEchoCB = p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
 	p.Send(bytes.Clone(msg), from)
 })
 
@@ -774,7 +774,7 @@ func TestAddMsgCB(t *testing.T) {
 			t.Fatalf("before: %q", got)
 		}
 	}
-	upper := p2pd.MsgCallbackFunc(func(msg []byte, from netip.AddrPort, p *p2pd.Pipe) {
+	upper := p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
 		p.Send(bytes.ToUpper(msg), from)
 	})
 	if err := d.AddMsgCB(upper); err != nil {
@@ -810,7 +810,7 @@ func TestAddMsgCB(t *testing.T) {
 func dmSlowDaemon(t *testing.T) (d *p2pd.Daemon, addr string, started chan struct{}, release chan struct{}) {
 	t.Helper()
 	started, release = make(chan struct{}, 8), make(chan struct{})
-	d = &p2pd.Daemon{MsgCB: p2pd.MsgCallbackFunc(func(msg []byte, from netip.AddrPort, p *p2pd.Pipe) {
+	d = &p2pd.Daemon{MsgCB: p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
 		started <- struct{}{}
 		<-release
 		p.Send([]byte("done:"+string(msg)), from)
@@ -895,8 +895,10 @@ func TestShutdownDeadline(t *testing.T) {
 		t.Error("dial after a timed-out Shutdown succeeded")
 	}
 	close(release)
-	// Close waits for the callback that was still running.
-	if err := d.Close(); err != nil {
+	// A second Shutdown waits for the callback that was still running.
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel2()
+	if err := d.Shutdown(ctx2); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -936,6 +938,11 @@ func TestCloseDuringListen(t *testing.T) {
 		})
 		d.Close()
 		wg.Wait()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := d.Shutdown(ctx); err != nil { // waits for what Close stopped
+			t.Fatal(err)
+		}
+		cancel()
 		if err == nil {
 			// The call finished before Close: Close closed its listeners.
 			for _, p := range ps {

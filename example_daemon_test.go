@@ -12,7 +12,7 @@ import (
 
 func ExampleDaemon_ListenAll() {
 	d := &p2pd.Daemon{
-		MsgCB: p2pd.MsgCallbackFunc(func(msg []byte, from netip.AddrPort, p *p2pd.Pipe) {
+		MsgCB: p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
 			p.Send(bytes.ToUpper(msg), from) // echo, louder
 		}),
 	}
@@ -53,7 +53,7 @@ func ExampleDaemon_ListenAll() {
 
 func ExampleDaemon_ListenSpecific() {
 	d := &p2pd.Daemon{
-		MsgCB: p2pd.MsgCallbackFunc(func(msg []byte, from netip.AddrPort, p *p2pd.Pipe) {
+		MsgCB: p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
 			p.Send(msg, from)
 		}),
 	}

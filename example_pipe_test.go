@@ -13,7 +13,7 @@ import (
 // client pipe for each.
 func ExampleListen() {
 	ctx := context.Background()
-	echo := p2pd.MsgCallbackFunc(func(msg []byte, from netip.AddrPort, p *p2pd.Pipe) {
+	echo := p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
 		p.Send(msg, from) // answer on the pipe the message came in on
 	})
 	route, _ := p2pd.Route{Family: p2pd.IPv4}.Bind("localhost", 0)
@@ -25,7 +25,7 @@ func ExampleListen() {
 		}
 		replies := make(chan string, 1)
 		cli, err := p2pd.Dial(ctx, proto, p2pd.Route{}, "127.0.0.1", srv.LocalAddr().Port(), &p2pd.PipeConfig{
-			MsgCB: p2pd.MsgCallbackFunc(func(msg []byte, from netip.AddrPort, p *p2pd.Pipe) {
+			MsgCB: p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
 				replies <- string(msg) // string() copies: msg is reused after return
 			}),
 		})
@@ -34,7 +34,7 @@ func ExampleListen() {
 			srv.Close()
 			return
 		}
-		cli.Send([]byte("hello over "+proto.String()), netip.AddrPort{})
+		cli.Send([]byte("hello over "+proto.String()), p2pd.Peer{AddrPort: netip.AddrPort{}})
 		select {
 		case r := <-replies:
 			fmt.Println("echo:", r)

@@ -41,7 +41,7 @@ func fltNewBlocked(t *testing.T) *fltBlocked {
 	t.Helper()
 	b := &fltBlocked{started: make(chan string, 16), releaseCh: make(chan struct{})}
 	logger := slog.New(countHandler{slog.NewTextHandler(io.Discard, nil), &b.panics})
-	b.d = &Daemon{Logger: logger, MsgCB: MsgCallbackFunc(func(msg []byte, from netip.AddrPort, p *Pipe) {
+	b.d = &Daemon{Logger: logger, MsgCB: MsgCallbackFunc(func(msg []byte, from Peer, p *Pipe) {
 		switch {
 		case bytes.HasPrefix(msg, []byte("block")):
 			m := string(msg)
@@ -141,8 +141,9 @@ func (b *fltBlocked) block(t *testing.T) (a, u net.Conn) {
 // callback blocked on one TCP connection stalls neither the listener's
 // other connections, nor new ones, nor the UDP listeners; a callback
 // blocked on a UDP listener stalls neither the TCP listener nor the other
-// UDP listener. Then Close returns once the blocked callbacks are
-// released, after they have finished.
+// UDP listener. Then Close returns at once, without waiting for the
+// blocked callbacks, and a Shutdown returns once they are released, after
+// they have finished.
 func TestCallbackFaultIsolation(t *testing.T) {
 	b := fltNewBlocked(t)
 
@@ -185,31 +186,33 @@ func TestCallbackFaultIsolation(t *testing.T) {
 	if n := b.finished.Load(); n != 0 {
 		t.Fatalf("%d blocked callbacks finished before release", n)
 	}
-	// Close returns once the callbacks are released, after they finished.
+	// Close returns at once; Shutdown returns once the callbacks are
+	// released, after they finished.
+	if err := b.d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := b.finished.Load(); n != 0 {
+		t.Fatalf("%d blocked callbacks finished before release", n)
+	}
 	const delay = 200 * time.Millisecond
 	go func() {
 		time.Sleep(delay)
 		b.release()
 	}()
 	t0 = time.Now()
-	closed := make(chan error, 1)
-	go func() { closed <- b.d.Close() }()
-	select {
-	case err := <-closed:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(delay + waitFor):
-		t.Fatal("Close did not return after the callbacks were released")
+	ctx, cancel := context.WithTimeout(context.Background(), delay+waitFor)
+	defer cancel()
+	if err := b.d.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown after Close: %v", err)
 	}
 	el := time.Since(t0)
 	if n := b.finished.Load(); n != 2 {
-		t.Fatalf("Close returned with %d of 2 blocked callbacks finished", n)
+		t.Fatalf("Shutdown returned with %d of 2 blocked callbacks finished", n)
 	}
 	if el < delay/2 {
-		t.Fatalf("Close returned after %v, before the callbacks were released (%v)", el, delay)
+		t.Fatalf("Shutdown returned after %v, before the callbacks were released (%v)", el, delay)
 	}
-	t.Logf("Close returned %v after it was called (callbacks released after %v)", el, delay)
+	t.Logf("Shutdown returned %v after it was called (callbacks released after %v)", el, delay)
 	// The blocked TCP connection was closed by Close.
 	a.SetReadDeadline(time.Now().Add(2 * time.Second))
 	if buf, err := io.ReadAll(a); errors.Is(err, os.ErrDeadlineExceeded) {
@@ -222,7 +225,7 @@ func TestCallbackFaultIsolation(t *testing.T) {
 
 // TestShutdownWithBlockedCallback: Shutdown with a short context returns
 // the context's error on time although callbacks (TCP and UDP) are
-// blocked, the listeners are closed at once, and a Close afterwards
+// blocked, the listeners are closed at once, and a second Shutdown
 // returns once the callbacks are released.
 func TestShutdownWithBlockedCallback(t *testing.T) {
 	b := fltNewBlocked(t)
@@ -255,17 +258,12 @@ func TestShutdownWithBlockedCallback(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 		b.release()
 	}()
-	closed := make(chan error, 1)
-	go func() { closed <- b.d.Close() }()
-	select {
-	case err := <-closed:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(waitFor):
-		t.Fatal("Close after Shutdown did not return")
+	ctx2, cancel2 := context.WithTimeout(context.Background(), waitFor)
+	defer cancel2()
+	if err := b.d.Shutdown(ctx2); err != nil {
+		t.Fatalf("second Shutdown: %v", err)
 	}
 	if n := b.finished.Load(); n != 2 {
-		t.Fatalf("Close returned with %d of 2 callbacks finished", n)
+		t.Fatalf("second Shutdown returned with %d of 2 callbacks finished", n)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"testing"
 	"time"
 )
@@ -24,11 +23,11 @@ func TestFramedEcho(t *testing.T) {
 			for i := range 100 {
 				msg := fmt.Sprintf("msg %d %s", i, bytes.Repeat([]byte{'x'}, i*13))
 				want = append(want, msg)
-				if err := cli.Send([]byte(msg), netip.AddrPort{}); err != nil {
+				if err := cli.Send([]byte(msg), Peer{}); err != nil {
 					t.Fatal(err)
 				}
 			}
-			cli.Send(nil, netip.AddrPort{}) // empty message
+			cli.Send(nil, Peer{}) // empty message
 			for _, w := range append(want, "") {
 				if m := in.next(t); string(m.Data) != w {
 					t.Fatalf("got %d bytes, want %d", len(m.Data), len(w))
@@ -90,10 +89,10 @@ func TestBadFramesEndConnection(t *testing.T) {
 func TestSendFramingErrors(t *testing.T) {
 	srv := listen(t, TCP, loopRoute(t, IPv4), &PipeConfig{Framing: FrameLine, MaxMsgSize: 10})
 	cli := dial(t, TCP, srv.LocalAddr(), &PipeConfig{Framing: FrameLine, MaxMsgSize: 10})
-	if err := cli.Send([]byte("a\nb"), netip.AddrPort{}); !errors.Is(err, ErrInvalid) {
+	if err := cli.Send([]byte("a\nb"), Peer{}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("newline in a line: %v", err)
 	}
-	if err := cli.Send(make([]byte, 11), netip.AddrPort{}); !errors.Is(err, ErrFrameTooLarge) {
+	if err := cli.Send(make([]byte, 11), Peer{}); !errors.Is(err, ErrFrameTooLarge) {
 		t.Fatalf("too large: %v", err)
 	}
 	if _, err := appendFrame(nil, FrameLength16, make([]byte, 70000), 1<<20); !errors.Is(err, ErrFrameTooLarge) {

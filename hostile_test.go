@@ -583,38 +583,38 @@ func hostileCases() []hostileCase {
 
 		// ---- Pipe methods ----
 		{name: "Send/closed UDP server", is: []error{ErrPipeClosed},
-			call: func(e *hostileEnv) error { return e.closedUDPSrv.Send([]byte("x"), e.udpCli.LocalAddr()) }},
+			call: func(e *hostileEnv) error { return e.closedUDPSrv.Send([]byte("x"), Peer{AddrPort: e.udpCli.LocalAddr()}) }},
 		{name: "Send/closed TCP server", is: []error{ErrPipeClosed},
-			call: func(e *hostileEnv) error { return e.closedTCPSrv.Send([]byte("x"), e.tcpCli.LocalAddr()) }},
+			call: func(e *hostileEnv) error { return e.closedTCPSrv.Send([]byte("x"), Peer{AddrPort: e.tcpCli.LocalAddr()}) }},
 		{name: "Send/closed TCP client", is: []error{ErrPipeClosed},
-			call: func(e *hostileEnv) error { return e.closedTCPCli.Send([]byte("x"), netip.AddrPort{}) }},
+			call: func(e *hostileEnv) error { return e.closedTCPCli.Send([]byte("x"), Peer{}) }},
 		{name: "Send/closed UDP client", is: []error{ErrPipeClosed},
-			call: func(e *hostileEnv) error { return e.closedUDPCli.Send([]byte("x"), netip.AddrPort{}) }},
+			call: func(e *hostileEnv) error { return e.closedUDPCli.Send([]byte("x"), Peer{}) }},
 		{name: "Send/UDP server without destination", is: []error{ErrInvalid},
-			call: func(e *hostileEnv) error { return e.udpSrv.Send([]byte("x"), netip.AddrPort{}) }},
+			call: func(e *hostileEnv) error { return e.udpSrv.Send([]byte("x"), Peer{}) }},
 		{name: "Send/UDP server to port 0", errno: syscall.EINVAL,
-			call: func(e *hostileEnv) error { return e.udpSrv.Send([]byte("x"), netip.MustParseAddrPort("127.0.0.1:0")) }},
+			call: func(e *hostileEnv) error { return e.udpSrv.Send([]byte("x"), Peer{AddrPort: netip.MustParseAddrPort("127.0.0.1:0")}) }},
 		{name: "Send/IPv4 UDP server to an IPv6 address", is: []error{ErrFamilyUnsupported},
-			call: func(e *hostileEnv) error { return e.udpSrv.Send([]byte("x"), netip.MustParseAddrPort("[::1]:9")) }},
+			call: func(e *hostileEnv) error { return e.udpSrv.Send([]byte("x"), Peer{AddrPort: netip.MustParseAddrPort("[::1]:9")}) }},
 		{name: "Send/UDP server to a bad zone", is: []error{ErrNoInterface},
 			call: func(e *hostileEnv) error {
 				if e.nsUDP6 == nil {
 					return hzErrSkip
 				}
-				return e.nsUDP6.Send([]byte("x"), netip.MustParseAddrPort("[fe80::1%nosuchif0]:9"))
+				return e.nsUDP6.Send([]byte("x"), Peer{AddrPort: netip.MustParseAddrPort("[fe80::1%nosuchif0]:9")})
 			}},
 		{name: "Send/TCP server to an unknown client", is: []error{ErrNoClient},
-			call: func(e *hostileEnv) error { return e.tcpSrv.Send([]byte("x"), netip.MustParseAddrPort("127.0.0.1:9")) }},
+			call: func(e *hostileEnv) error { return e.tcpSrv.Send([]byte("x"), Peer{AddrPort: netip.MustParseAddrPort("127.0.0.1:9")}) }},
 		{name: "Send/TCP server without destination", is: []error{ErrNoClient},
-			call: func(e *hostileEnv) error { return e.tcpSrv.Send([]byte("x"), netip.AddrPort{}) }},
+			call: func(e *hostileEnv) error { return e.tcpSrv.Send([]byte("x"), Peer{}) }},
 		{name: "Send/TCP client to another address", is: []error{ErrInvalid},
-			call: func(e *hostileEnv) error { return e.tcpCli.Send([]byte("x"), netip.MustParseAddrPort("127.0.0.1:9")) }},
+			call: func(e *hostileEnv) error { return e.tcpCli.Send([]byte("x"), Peer{AddrPort: netip.MustParseAddrPort("127.0.0.1:9")}) }},
 		{name: "Send/UDP client to another address", is: []error{ErrInvalid},
-			call: func(e *hostileEnv) error { return e.udpCli.Send([]byte("x"), netip.MustParseAddrPort("127.0.0.1:9")) }},
+			call: func(e *hostileEnv) error { return e.udpCli.Send([]byte("x"), Peer{AddrPort: netip.MustParseAddrPort("127.0.0.1:9")}) }},
 		{name: "Send/frame over MaxMsgSize", is: []error{ErrFrameTooLarge},
-			call: func(e *hostileEnv) error { return e.framedCli.Send(make([]byte, 100), netip.AddrPort{}) }},
+			call: func(e *hostileEnv) error { return e.framedCli.Send(make([]byte, 100), Peer{}) }},
 		{name: "Send/newline in a FrameLine message", is: []error{ErrInvalid},
-			call: func(e *hostileEnv) error { return e.lineCli.Send([]byte("a\nb"), netip.AddrPort{}) }},
+			call: func(e *hostileEnv) error { return e.lineCli.Send([]byte("a\nb"), Peer{}) }},
 		{name: "Accept/UDP server", is: []error{ErrInvalid},
 			call: func(e *hostileEnv) error { _, err := e.udpSrv.Accept(bg); return err }},
 		{name: "Accept/TCP client", is: []error{ErrInvalid},
@@ -866,7 +866,7 @@ func hzNewTLSServer(t *testing.T, cfg *tls.Config, connectTimeout time.Duration)
 	s := &hzTLSServer{ends: make(chan error, 16)}
 	s.p = listen(t, TCP, loopRoute(t, IPv4), &PipeConfig{
 		TLS: cfg, Framing: FrameLine, ConnectTimeout: connectTimeout, Logger: quietLogger(),
-		MsgCB: MsgCallbackFunc(func(msg []byte, from netip.AddrPort, p *Pipe) {
+		MsgCB: MsgCallbackFunc(func(msg []byte, from Peer, p *Pipe) {
 			s.calls.Add(1)
 			p.Send(msg, from)
 		}),
@@ -982,7 +982,7 @@ func TestTLSRefusals(t *testing.T) {
 				// TLS 1.3: the client finishes its handshake before the
 				// server has checked the certificate; the server's alert
 				// ends the pipe.
-				cli.Send([]byte("hello"), netip.AddrPort{})
+				cli.Send([]byte("hello"), Peer{})
 				waitDone(t, cli)
 				if cli.Err() == nil {
 					t.Errorf("client pipe ended without an error")
@@ -1005,7 +1005,7 @@ func TestTLSRefusals(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer cli.Close()
-		cli.Send([]byte("hello"), netip.AddrPort{})
+		cli.Send([]byte("hello"), Peer{})
 		if m := in.next(t); string(m.Data) != "hello" {
 			t.Fatalf("got %q", m.Data)
 		}
@@ -1058,7 +1058,7 @@ func TestTLSRefusals(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer cli.Close()
-		cli.Send([]byte("sni ok"), netip.AddrPort{})
+		cli.Send([]byte("sni ok"), Peer{})
 		if m := in.next(t); string(m.Data) != "sni ok" {
 			t.Fatalf("got %q", m.Data)
 		}

@@ -154,7 +154,7 @@ func TestIdleTimeoutExact(t *testing.T) {
 }
 
 func TestPanicsCounted(t *testing.T) {
-	cb := MsgCallbackFunc(func(msg []byte, from netip.AddrPort, p *Pipe) {
+	cb := MsgCallbackFunc(func(msg []byte, from Peer, p *Pipe) {
 		if string(msg) == "panic" {
 			panic("test panic")
 		}

@@ -2,7 +2,6 @@ package p2pd
 
 import (
 	"fmt"
-	"net/netip"
 	"slices"
 )
 
@@ -71,7 +70,7 @@ func (p *Pipe) Links() []*Pipe {
 
 func (p *Pipe) forward(links []*Pipe, msg []byte) {
 	for _, o := range links {
-		if err := o.Send(msg, netip.AddrPort{}); err != nil {
+		if err := o.Send(msg, Peer{}); err != nil {
 			p.cfg.logger().Debug("p2pd: forward to linked pipe failed", "from", p.local, "to", o.remote, "err", err)
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,7 +15,7 @@ func TestLinkRelayBothWays(t *testing.T) {
 			cfg := func(cb MsgCallback) *PipeConfig { return &PipeConfig{MsgCB: cb, Framing: FrameLine} }
 			// Echo server E counts what it receives.
 			var atE atomic.Int64
-			e := listen(t, proto, loopRoute(t, IPv4), cfg(MsgCallbackFunc(func(m []byte, from netip.AddrPort, p *Pipe) {
+			e := listen(t, proto, loopRoute(t, IPv4), cfg(MsgCallbackFunc(func(m []byte, from Peer, p *Pipe) {
 				atE.Add(1)
 				p.Send(m, from)
 			})))
@@ -60,7 +59,7 @@ func TestLinkRelayBothWays(t *testing.T) {
 			var got int
 			if proto == TCP {
 				for i := range n {
-					cli.Send(fmt.Appendf(nil, "m%d", i), netip.AddrPort{})
+					cli.Send(fmt.Appendf(nil, "m%d", i), Peer{})
 				}
 				for i := range n {
 					if m := in.next(t); string(m.Data) != fmt.Sprintf("m%d", i) {
@@ -81,7 +80,7 @@ func TestLinkRelayBothWays(t *testing.T) {
 				defer dd.Close()
 				u.AddPipe(dd)
 				for i := range n {
-					peer.Send(fmt.Appendf(nil, "m%d", i), relay.LocalAddr())
+					peer.Send(fmt.Appendf(nil, "m%d", i), Peer{AddrPort: relay.LocalAddr()})
 					in.next(t)
 					got++
 				}
@@ -96,14 +95,14 @@ func TestLinkRelayBothWays(t *testing.T) {
 
 func TestLinkDelAndRefusals(t *testing.T) {
 	var atE atomic.Int64
-	e := listen(t, TCP, loopRoute(t, IPv4), &PipeConfig{MsgCB: MsgCallbackFunc(func([]byte, netip.AddrPort, *Pipe) { atE.Add(1) })})
+	e := listen(t, TCP, loopRoute(t, IPv4), &PipeConfig{MsgCB: MsgCallbackFunc(func([]byte, Peer, *Pipe) { atE.Add(1) })})
 	srv := listen(t, TCP, loopRoute(t, IPv4), nil)
 	u := dial(t, TCP, e.LocalAddr(), nil)
 	if err := srv.AddPipe(u); err != nil { // every conn of srv forwards to u
 		t.Fatal(err)
 	}
 	cli := dial(t, TCP, srv.LocalAddr(), nil)
-	cli.Send([]byte("1"), netip.AddrPort{})
+	cli.Send([]byte("1"), Peer{})
 	deadline := time.Now().Add(waitFor)
 	for atE.Load() != 1 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
@@ -112,7 +111,7 @@ func TestLinkDelAndRefusals(t *testing.T) {
 	if len(srv.Links()) != 0 {
 		t.Fatal("link still there")
 	}
-	cli.Send([]byte("2"), netip.AddrPort{})
+	cli.Send([]byte("2"), Peer{})
 	time.Sleep(50 * time.Millisecond)
 	if atE.Load() != 1 {
 		t.Fatalf("echo server got %d messages, want 1 (DelPipe)", atE.Load())

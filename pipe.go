@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,6 +39,13 @@ var (
 	// ErrBadFrame ends a TCP connection that receives a malformed frame:
 	// one cut short by the end of the connection.
 	ErrBadFrame = errors.New("p2pd: bad frame")
+	// ErrWriteTimeout ends a TCP connection whose peer took none of a
+	// message Send was writing for PipeConfig.WriteTimeout; that Send
+	// returns an error wrapping it.
+	ErrWriteTimeout = errors.New("p2pd: write timeout")
+	// ErrEvicted ends a TCP connection that had received nothing for the
+	// longest when a new one came to a full server (see PipeConfig.MaxConns).
+	ErrEvicted = errors.New("p2pd: evicted for a new connection")
 	// ErrAddrInUse is wrapped by a BindError when the address is taken
 	// (EADDRINUSE); the system error is wrapped too.
 	ErrAddrInUse = errors.New("p2pd: address in use")
@@ -86,8 +94,9 @@ func newBindError(f Family, proto Proto, addr netip.AddrPort, err error) *BindEr
 // concurrent use.
 //
 // Every pipe runs exactly one goroutine (the accept loop, the UDP reader or
-// the TCP connection reader) which ends when the pipe ends; Close waits for
-// it, and for the pipes of the server's connections.
+// the TCP connection reader), which ends when the pipe ends: Close starts
+// that and returns, Shutdown and Done wait for it (a server pipe ends after
+// its connections).
 type Pipe struct {
 	cfg    *PipeConfig // shared with the connections of a TCP server
 	proto  Proto
@@ -117,17 +126,29 @@ type Pipe struct {
 	reason  error
 	conns   map[*Pipe]struct{}       // TCP server: live connections (made at the first)
 	byAddr  map[netip.AddrPort]*Pipe // TCP server: connections by peer
-	acceptQ chan *Pipe               // TCP server: for Accept (made when first needed)
-	wid     uint64                   // the goroutine's id once it has run a callback; its own
+	acceptQ []*Pipe                  // TCP server: live connections Accept has not taken yet
+	acceptW chan struct{}            // TCP server: closed (and replaced) when acceptQ grows
 	dropped atomic.Uint64            // TCP server: connections Accept never saw
 	stats   pipeCounters
+	evicting int  // TCP server: evicted connections not ended yet (mu)
+	evicted  bool // TCP connection: closed for a newcomer (parent's mu)
+
+	peer     Peer         // TCP: what dispatch gives the callback
+	wmu      sync.Mutex   // TCP: one Send writes at a time
+	wset     time.Time    // TCP: the write deadline in force (wmu)
+	lastRead atomic.Int64 // TCP connection: when it last received (watchClock), for eviction
 }
 
 type cbBox struct{ cb MsgCallback }
 
+// newPipe makes a pipe; its goroutine must be started (start), which ends
+// it with finish.
 func newPipe(cfg *PipeConfig, proto Proto, server bool, parent *Pipe) *Pipe {
 	p := &Pipe{cfg: cfg, proto: proto, server: server, parent: parent,
 		quit: make(chan struct{}), done: make(chan struct{})}
+	if server {
+		cfg.group.add(1)
+	}
 	if parent == nil {
 		p.cb.Store(&cbBox{cfg.MsgCB})
 	}
@@ -491,6 +512,9 @@ func unmap(ap netip.AddrPort) netip.AddrPort {
 
 // start runs the pipe's goroutine.
 func (p *Pipe) start() {
+	if !p.server {
+		p.peer = Peer{AddrPort: p.remote, Local: p.local}
+	}
 	switch {
 	case p.ln != nil:
 		go p.acceptLoop()
@@ -511,7 +535,7 @@ func (p *Pipe) start() {
 // may be the zero AddrPort, or the peer's address). On framed TCP, Send
 // adds the framing. Send is safe for concurrent use: each message is
 // written whole. On a closed pipe it returns ErrPipeClosed.
-func (p *Pipe) Send(msg []byte, to netip.AddrPort) error {
+func (p *Pipe) Send(msg []byte, to Peer) error {
 	if p.closed.Load() {
 		return ErrPipeClosed
 	}
@@ -523,26 +547,34 @@ func (p *Pipe) Send(msg []byte, to netip.AddrPort) error {
 		}
 		err = p.sendTo(msg, to)
 	case p.proto == UDP:
-		if to.IsValid() && !sameAddr(to, p.remote) {
-			return fmt.Errorf("p2pd: send to %v: %w: a client pipe only sends to its peer %v", to, ErrInvalid, p.remote)
+		if to.IsValid() && !sameAddr(to.AddrPort, p.remote) {
+			return fmt.Errorf("p2pd: send to %v: %w: a client pipe only sends to its peer %v", to.AddrPort, ErrInvalid, p.remote)
 		}
 		_, err = p.udp.Write(msg)
 	case p.server:
-		c := p.client(to)
+		c := p.client(to.AddrPort)
 		if c == nil {
-			return fmt.Errorf("%w: %v", ErrNoClient, to)
+			return fmt.Errorf("%w: %v", ErrNoClient, to.AddrPort)
 		}
-		return c.Send(msg, netip.AddrPort{})
+		return c.Send(msg, Peer{})
 	default:
-		if to.IsValid() && !sameAddr(to, p.remote) {
-			return fmt.Errorf("p2pd: send to %v: %w: a TCP pipe only sends to its peer %v", to, ErrInvalid, p.remote)
+		if to.IsValid() && !sameAddr(to.AddrPort, p.remote) {
+			return fmt.Errorf("p2pd: send to %v: %w: a TCP pipe only sends to its peer %v", to.AddrPort, ErrInvalid, p.remote)
 		}
-		err = p.write(msg)
+		return p.write(msg)
 	}
-	if err != nil && p.closed.Load() {
-		return ErrPipeClosed
+	if err != nil {
+		if p.closed.Load() {
+			return ErrPipeClosed
+		}
+		return sendError(to.AddrPort, err)
 	}
-	return err
+	return nil
+}
+
+// sendError wraps a system error of a Send with the destination.
+func sendError(to netip.AddrPort, err error) error {
+	return &opError{op: "send to " + to.String(), err: err}
 }
 
 func sameAddr(a, b netip.AddrPort) bool {
@@ -554,23 +586,69 @@ func sameAddr(a, b netip.AddrPort) bool {
 		a.Addr().WithZone("") == b.Addr().WithZone("")
 }
 
-// write sends one message on a TCP connection, framed.
+// write sends one message on a TCP connection, framed, within
+// WriteTimeout; a peer that does not take it in time loses the connection.
 func (p *Pipe) write(msg []byte) error {
 	f := p.cfg.Framing
 	if f == FrameRaw {
-		_, err := p.conn.Write(msg)
-		return err
+		return p.writeAll(msg)
 	}
 	bp := writeBufs.Get().(*[]byte)
 	b, err := appendFrame((*bp)[:0], f, msg, p.cfg.maxMsgSize())
 	if err == nil {
-		_, err = p.conn.Write(b)
+		err = p.writeAll(b)
 	}
 	if cap(b) <= 64<<10 {
 		*bp = b[:0]
 		writeBufs.Put(bp)
 	}
 	return err
+}
+
+// writeAll writes b whole, one Send at a time. The write deadline is
+// moved only when less than three quarters of WriteTimeout is left (a
+// deadline change is a timer update), and a plain connection's write
+// that meets a deadline set early for that reason goes on until
+// WriteTimeout has really passed since it began. A TLS connection cannot
+// go on after a timeout, so its deadline is set exactly for every write.
+func (p *Pipe) writeAll(b []byte) error {
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	wt := p.cfg.writeTimeout()
+	_, isTLS := p.conn.(*tls.Conn)
+	var start time.Time
+	if wt > 0 {
+		start = time.Now()
+		if isTLS || p.wset.Sub(start) < wt*3/4 {
+			p.wset = start.Add(wt)
+			p.conn.SetWriteDeadline(p.wset)
+		}
+	}
+	for {
+		n, err := p.conn.Write(b)
+		if err == nil {
+			return nil
+		}
+		if p.closed.Load() {
+			return ErrPipeClosed
+		}
+		if !isTimeout(err) || wt <= 0 {
+			return sendError(p.remote, err)
+		}
+		if !isTLS && time.Since(start) < wt {
+			b = b[n:]
+			p.wset = start.Add(wt)
+			p.conn.SetWriteDeadline(p.wset)
+			continue
+		}
+		err = fmt.Errorf("%w: the peer took no data for %v (%d bytes of a message left)", ErrWriteTimeout, wt, len(b)-n)
+		p.stats.writeTimeouts.Add(1)
+		if par := p.parent; par != nil {
+			par.stats.writeTimeouts.Add(1)
+		}
+		p.terminate(err)
+		return sendError(p.remote, err)
+	}
 }
 
 // client finds a TCP server's connection by peer address.
@@ -592,38 +670,73 @@ func (p *Pipe) client(to netip.AddrPort) *Pipe {
 }
 
 // Accept waits for the next connection of a TCP server pipe and returns
-// its pipe (P2PD's "await pipe"). Connections are queued up to
-// PipeConfig.QueueSize; beyond that they are served but not queued. The
-// returned pipe may have ended already (see [Pipe.Done]).
+// its pipe (P2PD's "await pipe"). Live connections are queued for it, up
+// to PipeConfig.QueueSize; beyond that they are served but not queued
+// (counted in [PipeStats].NotQueued). A connection that ends while queued
+// leaves the queue, so a server whose owner never calls Accept holds
+// nothing for it. The returned pipe may end at any time (see [Pipe.Done]).
 func (p *Pipe) Accept(ctx context.Context) (*Pipe, error) {
 	if p.ln == nil {
 		return nil, fmt.Errorf("p2pd: accept: %w: not a TCP server pipe", ErrInvalid)
 	}
-	q := p.acceptQueue()
-	select {
-	case c := <-q:
-		return c, nil
-	default:
+	if ctx == nil {
+		return nil, fmt.Errorf("p2pd: accept: %w: nil context", ErrInvalid)
 	}
-	select {
-	case c := <-q:
-		return c, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-p.quit:
-		return nil, ErrPipeClosed
+	for {
+		p.mu.Lock()
+		if len(p.acceptQ) > 0 {
+			c := p.acceptQ[0]
+			p.acceptQ[0] = nil
+			p.acceptQ = p.acceptQ[1:]
+			if len(p.acceptQ) == 0 {
+				p.acceptQ = nil
+			}
+			p.mu.Unlock()
+			return c, nil
+		}
+		if p.closed.Load() {
+			p.mu.Unlock()
+			return nil, ErrPipeClosed
+		}
+		if p.acceptW == nil {
+			p.acceptW = make(chan struct{})
+		}
+		w := p.acceptW
+		p.mu.Unlock()
+		select {
+		case <-w:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-p.quit:
+			return nil, ErrPipeClosed
+		}
 	}
 }
 
-// acceptQueue returns the queue Accept takes from, made at the first
-// connection or Accept call: an idle listener holds none.
-func (p *Pipe) acceptQueue() chan *Pipe {
+// enqueue offers c, a connection up and running, to Accept.
+func (p *Pipe) enqueue(c *Pipe) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.acceptQ == nil {
-		p.acceptQ = make(chan *Pipe, p.cfg.queueSize())
+	if len(p.acceptQ) >= p.cfg.queueSize() {
+		p.dropped.Add(1)
+		return
 	}
-	return p.acceptQ
+	p.acceptQ = append(p.acceptQ, c)
+	if p.acceptW != nil {
+		close(p.acceptW)
+		p.acceptW = nil
+	}
+}
+
+// dequeueLocked removes c from the accept queue, if it is there; p.mu is
+// held.
+func (p *Pipe) dequeueLocked(c *Pipe) {
+	if i := slices.Index(p.acceptQ, c); i >= 0 {
+		p.acceptQ = slices.Delete(p.acceptQ, i, i+1)
+		if len(p.acceptQ) == 0 {
+			p.acceptQ = nil
+		}
+	}
 }
 
 // Clients returns the pipes of a TCP server's live connections.
@@ -696,18 +809,15 @@ func (p *Pipe) Err() error {
 	return p.reason
 }
 
-// Close ends the pipe at once: it closes the socket (and, on a TCP
-// server, every connection's pipe), makes pending Recv and Accept calls
-// return ErrPipeClosed, and waits until the pipe's goroutines have
-// finished, running callbacks included. Called from a callback of any
-// pipe, it does not wait (the caller is one of those goroutines); the
-// pipe ends when the callback returns. Close is idempotent and always
-// returns nil.
+// Close ends the pipe at once, as net/http's Server.Close does: it closes
+// the socket (and, on a TCP server, every connection's), and makes pending
+// Recv and Accept calls return ErrPipeClosed. It does not wait for the
+// pipe's goroutine or for callbacks still running, so it may be called
+// from anywhere, a callback of the pipe included; the pipe has ended when
+// [Pipe.Done] is closed (after its running callbacks returned and OnEnd
+// ran). Close is idempotent and always returns nil.
 func (p *Pipe) Close() error {
 	p.closeNoWait()
-	if !isWorker() {
-		<-p.done
-	}
 	return nil
 }
 
@@ -722,18 +832,25 @@ func (p *Pipe) closeNoWait() {
 }
 
 // Shutdown ends the pipe gracefully: it stops accepting connections and
-// reading new messages, lets running callbacks finish, then closes. If ctx
-// ends first it closes at once and returns ctx.Err(). Called from one of
-// the pipe's own callbacks it cannot finish before that callback returns,
-// so it waits for ctx.
+// reading new messages, lets running callbacks finish, then closes, and
+// returns nil once the pipe has ended. If ctx ends first it closes at once
+// (as Close) and returns ctx.Err().
+//
+// Shutdown waits for callbacks, so do not call it from a callback of the
+// pipe (or, for a TCP server, of its connections) with a context that
+// never ends: it cannot finish before that callback returns. Close is the
+// call for a callback.
 func (p *Pipe) Shutdown(ctx context.Context) error {
+	if ctx == nil {
+		return fmt.Errorf("p2pd: shutdown: %w: nil context", ErrInvalid)
+	}
 	p.drain()
 	select {
 	case <-p.done:
-		p.Close()
+		p.closeNoWait()
 		return nil
 	case <-ctx.Done():
-		p.Close()
+		p.closeNoWait()
 		return ctx.Err()
 	}
 }
@@ -784,8 +901,16 @@ func (p *Pipe) terminate(reason error) {
 	}
 }
 
-// finish is the last thing the pipe's goroutine does.
+// finish is the last thing the pipe's goroutine does. A connection leaves
+// its server after OnEnd, so that the server, which waits for its
+// connections, ends after their OnEnd too.
 func (p *Pipe) finish() {
+	p.mu.Lock()
+	reason := p.reason
+	p.mu.Unlock()
+	if f := p.cfg.OnEnd; f != nil {
+		p.safely("OnEnd", func() { f(p, reason) })
+	}
 	if par := p.parent; par != nil {
 		p.cfg.limit.give()
 		par.mu.Lock()
@@ -793,21 +918,18 @@ func (p *Pipe) finish() {
 		if par.byAddr[p.remote] == p {
 			delete(par.byAddr, p.remote)
 		}
+		par.dequeueLocked(p)
+		if p.evicted {
+			par.evicting--
+		}
 		par.mu.Unlock()
 	}
-	p.mu.Lock()
-	reason := p.reason
-	p.mu.Unlock()
 	if f := p.cfg.ended; f != nil && p.server {
 		f(p)
 	}
-	if f := p.cfg.OnEnd; f != nil {
-		p.asWorker()
-		p.safely("OnEnd", func() { f(p, reason) })
-	}
 	close(p.done)
-	if p.wid != 0 {
-		leaveWorker(p.wid)
+	if p.server {
+		p.cfg.group.done()
 	}
 }
 
@@ -833,7 +955,6 @@ func (p *Pipe) logPanic(what string, r any) {
 // up calls OnUp.
 func (p *Pipe) up() {
 	if f := p.cfg.OnUp; f != nil {
-		p.asWorker()
 		p.safely("OnUp", func() { f(p) })
 	}
 }
@@ -925,16 +1046,27 @@ func (p *Pipe) addConn(conn net.Conn) {
 		c.rc, _ = tc.SyscallConn()
 	}
 	c.conn = conn
+	c.lastRead.Store(monoNow())
 	p.mu.Lock()
 	if p.closed.Load() || p.draining.Load() {
 		p.mu.Unlock()
 		conn.Close()
 		return
 	}
-	if max := p.cfg.maxConns(); max > 0 && len(p.conns) >= max || !p.cfg.limit.take() {
-		p.mu.Unlock()
-		p.reject(conn)
-		return
+	full := false
+	if max := p.cfg.maxConns(); max > 0 && len(p.conns)-p.evicting >= max {
+		full = true
+	} else if !p.cfg.limit.take() {
+		full = true
+	}
+	var victim *Pipe
+	if full {
+		if victim = p.evictLocked(); victim == nil {
+			p.mu.Unlock()
+			p.reject(conn)
+			return
+		}
+		p.cfg.limit.force() // the evicted connection gives its slot back when it ends
 	}
 	p.stats.accepted.Add(1)
 	if p.conns == nil {
@@ -944,8 +1076,60 @@ func (p *Pipe) addConn(conn net.Conn) {
 	p.conns[c] = struct{}{}
 	p.byAddr[c.remote] = c
 	p.mu.Unlock()
+	if victim != nil {
+		victim.terminate(fmt.Errorf("%w: silent for %v while the server was full", ErrEvicted, time.Duration(monoNow()-victim.lastRead.Load()).Round(time.Millisecond)))
+	}
 	c.start()
 }
+
+// evictAfter is how long a connection must have received nothing before a
+// newcomer may take its slot.
+const evictAfter = time.Second
+
+// evictScan bounds the connections evictLocked looks at: a sample, so
+// that a flood of newcomers costs little per connection.
+const evictScan = 64
+
+// evictLocked makes room for a newcomer under slot pressure: it closes,
+// among up to evictScan of the server's connections, the one that has
+// received nothing for the longest, if that is at least evictAfter, and
+// returns it for the caller to close (with reason ErrEvicted) once p.mu,
+// held now, is released; nil if there is none.
+//
+// A peer that holds a slot while sending (next to) nothing, such as a
+// FrameRaw connection trickling one byte per idle period, or a TLS peer
+// silent in its handshake, thus loses it to a peer that comes; a peer that
+// talks keeps it.
+func (p *Pipe) evictLocked() *Pipe {
+	var victim *Pipe
+	oldest := monoNow() - int64(evictAfter)
+	n := 0
+	for c := range p.conns {
+		if n++; n > evictScan {
+			break
+		}
+		if c.closed.Load() {
+			continue
+		}
+		if t := c.lastRead.Load(); t <= oldest {
+			victim, oldest = c, t
+		}
+	}
+	if victim == nil {
+		return nil
+	}
+	victim.evicted = true
+	p.evicting++
+	if e := p.stats.evicted.Add(1); e&(e-1) == 0 {
+		p.cfg.logger().Warn("p2pd: connection limit reached, closing the longest silent connections", "addr", p.local, "evicted", e)
+	}
+	return victim
+}
+
+// monoNow is a monotonic clock in nanoseconds.
+func monoNow() int64 { return int64(time.Since(monoEpoch)) }
+
+var monoEpoch = time.Now()
 
 // reject closes a connection over a limit at once (with a reset, so the
 // peer learns it now and no TIME_WAIT is left), counts and logs it.
@@ -1001,11 +1185,7 @@ func (p *Pipe) connLoop() {
 	err := p.handshake()
 	if err == nil {
 		if p.parent != nil {
-			select {
-			case p.parent.acceptQueue() <- p:
-			default:
-				p.parent.dropped.Add(1)
-			}
+			p.parent.enqueue(p)
 		}
 		p.up()
 		err = p.readLoop()
@@ -1017,14 +1197,20 @@ func (p *Pipe) connLoop() {
 	p.finish()
 }
 
-// handshake runs the server side of TLS, bounded by ConnectTimeout.
+// handshake runs the server side of TLS, bounded by ConnectTimeout and by
+// IdleTimeout (a peer silent in its handshake is idle), whichever is
+// shorter.
 func (p *Pipe) handshake() error {
 	tc, ok := p.conn.(*tls.Conn)
 	if !ok || p.parent == nil {
 		return nil
 	}
 	ctx := context.Background()
-	if t := p.cfg.connectTimeout(); t > 0 {
+	t := p.cfg.connectTimeout()
+	if idle := p.cfg.idleTimeout(true); idle > 0 && (t <= 0 || idle < t) {
+		t = idle
+	}
+	if t > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, t)
 		defer cancel()
@@ -1085,6 +1271,7 @@ func (p *Pipe) readLoop() error {
 			return nil
 		}
 		err := cr.fill()
+		p.lastRead.Store(monoNow())
 		if err == nil {
 			continue
 		}
@@ -1108,14 +1295,11 @@ func (p *Pipe) readLoop() error {
 	}
 }
 
-func (p *Pipe) deliverTCP(msg []byte) { p.dispatch(msg, p.remote) }
+func (p *Pipe) deliverTCP(msg []byte) { p.dispatch(msg, p.peer) }
 
 // dispatch hands one received message to subscriptions, linked pipes and
 // the callback. It allocates nothing unless a subscription matches.
-func (p *Pipe) dispatch(msg []byte, from netip.AddrPort) { p.dispatchTo(msg, from, p.local) }
-
-// dispatchTo is dispatch for a message sent to the local address to.
-func (p *Pipe) dispatchTo(msg []byte, from, to netip.AddrPort) {
+func (p *Pipe) dispatch(msg []byte, from Peer) {
 	if s := p.subs.Load(); s != nil {
 		deliverSubs(*s, msg, from, p)
 	}
@@ -1134,91 +1318,31 @@ func (p *Pipe) dispatchTo(msg []byte, from, to netip.AddrPort) {
 		}
 	}
 	if cb := p.handler(); cb != nil {
-		p.callCB(cb, msg, from, to)
+		p.callCB(cb, msg, from)
+	} else if p.subs.Load() == nil && p.links.Load() == nil && (par == nil || par.subs.Load() == nil && par.links.Load() == nil) {
+		p.unhandled(from.AddrPort)
 	}
 }
 
-func (p *Pipe) callCB(cb MsgCallback, msg []byte, from, to netip.AddrPort) {
-	if p.wid == 0 {
-		p.asWorker()
-	}
+func (p *Pipe) callCB(cb MsgCallback, msg []byte, from Peer) {
 	defer func() {
 		if r := recover(); r != nil {
 			p.logPanic("MsgCB", r)
 		}
 	}()
-	if t, ok := cb.(MsgToCallback); ok {
-		t.MsgTo(msg, from, to, p)
-		return
-	}
 	cb.MsgCB(msg, from, p)
 }
 
-// A pipe's goroutine is known by its goroutine id from its first
-// callback on (a pipe that never calls back never pays for it), so that
-// Close called from a callback does not wait for itself. x/net/http2
-// reads the id the same way.
-var workers struct {
-	sync.Mutex
-	m map[uint64]int
-	n atomic.Int64 // len(m), read without the lock
-}
-
-// asWorker registers the pipe's goroutine before a callback; only that
-// goroutine calls it.
-func (p *Pipe) asWorker() {
-	if p.wid == 0 {
-		p.wid = enterWorker()
+// unhandled counts a message that nothing took (no callback, subscription
+// or link) and says so in the log the first time, per server.
+//
+//go:noinline
+func (p *Pipe) unhandled(from netip.AddrPort) {
+	top := p
+	if p.parent != nil {
+		top = p.parent
 	}
-}
-
-func goid() uint64 {
-	var b [64]byte
-	s := b[:runtime.Stack(b[:], false)]
-	// "goroutine 123 [running]:..."
-	const prefix = "goroutine "
-	if len(s) < len(prefix) {
-		return 0
+	if top.stats.unhandled.Add(1) == 1 {
+		p.cfg.logger().Warn("p2pd: message dropped: the pipe has no MsgCB, subscription or link (counted in PipeStats.Unhandled)", "local", p.local, "from", from)
 	}
-	var id uint64
-	for _, c := range s[len(prefix):] {
-		if c < '0' || c > '9' {
-			break
-		}
-		id = id*10 + uint64(c-'0')
-	}
-	return id
-}
-
-func enterWorker() uint64 {
-	id := goid()
-	workers.Lock()
-	if workers.m == nil {
-		workers.m = make(map[uint64]int)
-	}
-	workers.m[id]++
-	workers.n.Store(int64(len(workers.m)))
-	workers.Unlock()
-	return id
-}
-
-func leaveWorker(id uint64) {
-	workers.Lock()
-	if workers.m[id]--; workers.m[id] <= 0 {
-		delete(workers.m, id)
-	}
-	workers.n.Store(int64(len(workers.m)))
-	workers.Unlock()
-}
-
-// isWorker reports whether the caller is a pipe's goroutine running a
-// callback.
-func isWorker() bool {
-	if workers.n.Load() == 0 {
-		return false
-	}
-	id := goid()
-	workers.Lock()
-	defer workers.Unlock()
-	return workers.m[id] > 0
 }

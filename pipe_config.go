@@ -18,6 +18,7 @@ const (
 	DefaultMaxConns       = 16384
 	DefaultIdleTimeout    = 5 * time.Minute  // connections a server accepts
 	DefaultReadTimeout    = 30 * time.Second // one framed message
+	DefaultWriteTimeout   = 30 * time.Second // one TCP Send
 	DefaultDADWait        = 10 * time.Second // a tentative IPv6 address
 )
 
@@ -65,10 +66,27 @@ type PipeConfig struct {
 	// one read. Zero: DefaultReadTimeout. Negative: no limit.
 	ReadTimeout time.Duration
 
+	// WriteTimeout bounds each TCP Send: while the peer's receive window
+	// is full, Send blocks (it returns once the system has taken the
+	// whole message); a peer that takes none of it for WriteTimeout loses
+	// the connection, with reason ErrWriteTimeout, which that Send returns
+	// too, and is counted ([PipeStats].WriteTimeouts). So a peer that asks
+	// for replies and never reads them cannot pin a connection, its
+	// goroutine and a MaxConns slot, nor hold up Shutdown. Zero:
+	// DefaultWriteTimeout. Negative: no limit.
+	WriteTimeout time.Duration
+
 	// MaxConns caps the connections a TCP server pipe holds at once. A
-	// connection beyond it is closed at once (with a reset) and counted in
-	// [PipeStats].Rejected. Zero: DefaultMaxConns. Negative: no limit. A
 	// Daemon also caps the total over its listeners (Daemon.MaxConns).
+	// When a new connection comes to a full server, the server closes the
+	// connection that has received nothing for the longest (among a
+	// sample of 64), if that is at least a second, with reason ErrEvicted,
+	// and serves the newcomer ([PipeStats].Evicted): a peer that holds a
+	// slot while sending nothing (a FrameRaw connection trickling a byte
+	// per IdleTimeout, a silent TLS handshake) loses it to one that comes,
+	// and peers that talk keep theirs. With no such connection the
+	// newcomer is closed at once, with a reset ([PipeStats].Rejected).
+	// Zero: DefaultMaxConns. Negative: no limit.
 	MaxConns int
 
 	// QueueSize is the capacity of each subscription queue, in messages.
@@ -154,7 +172,8 @@ type PipeConfig struct {
 	// return to. Nil: slog.Default().
 	Logger *slog.Logger
 
-	ended func(*Pipe) // the owner's hook for a server pipe that ended, before OnEnd
+	ended func(*Pipe) // the owner's hook for a server pipe that ended, after OnEnd
+	group *group      // the owner's count of running server pipes, or nil
 	limit *connLimit  // the owner's cap on connections over all its pipes, or nil
 }
 
@@ -201,6 +220,16 @@ func (c *PipeConfig) readTimeout() time.Duration {
 		return DefaultReadTimeout
 	}
 	return c.ReadTimeout
+}
+
+func (c *PipeConfig) writeTimeout() time.Duration {
+	switch {
+	case c.WriteTimeout < 0:
+		return 0
+	case c.WriteTimeout == 0:
+		return DefaultWriteTimeout
+	}
+	return c.WriteTimeout
 }
 
 func (c *PipeConfig) maxConns() int {

@@ -60,7 +60,7 @@ func TestNamespaceEcho(t *testing.T) {
 				if cli.LocalAddr().Addr().WithZone("") != c.bRoute.Addr().WithZone("") {
 					t.Fatalf("client bound %v, want %v", cli.LocalAddr(), c.bRoute.Addr())
 				}
-				cli.Send([]byte("across namespaces"), netip.AddrPort{})
+				cli.Send([]byte("across namespaces"), Peer{})
 				m := in.next(t)
 				if string(m.Data) != "across namespaces" || m.From.Addr().WithZone("") != c.target.WithZone("") {
 					t.Fatalf("got %q from %v", m.Data, m.From)

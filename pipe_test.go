@@ -44,7 +44,7 @@ type inbox struct{ ch chan Msg }
 
 func newInbox() *inbox { return &inbox{ch: make(chan Msg, 1024)} }
 
-func (b *inbox) MsgCB(msg []byte, from netip.AddrPort, p *Pipe) {
+func (b *inbox) MsgCB(msg []byte, from Peer, p *Pipe) {
 	b.ch <- Msg{Data: bytes.Clone(msg), From: from, Pipe: p}
 }
 
@@ -68,7 +68,7 @@ func (b *inbox) none(t testing.TB, d time.Duration) {
 	}
 }
 
-var echoCB = MsgCallbackFunc(func(msg []byte, from netip.AddrPort, p *Pipe) { p.Send(msg, from) })
+var echoCB = MsgCallbackFunc(func(msg []byte, from Peer, p *Pipe) { p.Send(msg, from) })
 
 func listen(t testing.TB, proto Proto, r Route, c *PipeConfig) *Pipe {
 	t.Helper()
@@ -162,14 +162,14 @@ func TestEchoLoopback(t *testing.T) {
 				if cli.RemoteAddr() != srv.LocalAddr() || cli.IsServer() || cli.Family() != f {
 					t.Fatalf("client remote %v, want %v", cli.RemoteAddr(), srv.LocalAddr())
 				}
-				if err := cli.Send([]byte("hello"), netip.AddrPort{}); err != nil {
+				if err := cli.Send([]byte("hello"), Peer{}); err != nil {
 					t.Fatal(err)
 				}
 				m := in.next(t)
-				if string(m.Data) != "hello" || m.From != srv.LocalAddr() || m.Pipe != cli {
+				if string(m.Data) != "hello" || m.From.AddrPort != srv.LocalAddr() || m.Pipe != cli {
 					t.Fatalf("got %q from %v on %p", m.Data, m.From, m.Pipe)
 				}
-				if err := cli.Send([]byte("x"), netip.MustParseAddrPort("127.0.0.1:1")); !errors.Is(err, ErrInvalid) {
+				if err := cli.Send([]byte("x"), Peer{AddrPort: netip.MustParseAddrPort("127.0.0.1:1")}); !errors.Is(err, ErrInvalid) {
 					t.Fatalf("send to another address on a client pipe: %v", err)
 				}
 			})
@@ -190,7 +190,7 @@ func TestUDPSendTo(t *testing.T) {
 	}
 	defer peer.Close()
 	to := peer.LocalAddr().(*net.UDPAddr).AddrPort()
-	if err := srv.Send([]byte("to you"), to); err != nil {
+	if err := srv.Send([]byte("to you"), Peer{AddrPort: to}); err != nil {
 		t.Fatal(err)
 	}
 	peer.SetReadDeadline(time.Now().Add(waitFor))
@@ -199,7 +199,7 @@ func TestUDPSendTo(t *testing.T) {
 	if err != nil || string(buf[:n]) != "to you" || from.Port() != srv.LocalAddr().Port() {
 		t.Fatalf("got %q from %v, %v", buf[:n], from, err)
 	}
-	if err := srv.Send([]byte("x"), netip.AddrPort{}); !errors.Is(err, ErrInvalid) {
+	if err := srv.Send([]byte("x"), Peer{}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("UDP server send without destination: %v", err)
 	}
 }
@@ -217,19 +217,19 @@ func TestTCPServerSendByAddr(t *testing.T) {
 	if conn.RemoteAddr() != cli.LocalAddr() || conn.Parent() != srv || len(srv.Clients()) != 1 {
 		t.Fatalf("conn remote %v, client local %v, parent %p, clients %d", conn.RemoteAddr(), cli.LocalAddr(), conn.Parent(), len(srv.Clients()))
 	}
-	if err := srv.Send([]byte("by address"), cli.LocalAddr()); err != nil {
+	if err := srv.Send([]byte("by address"), Peer{AddrPort: cli.LocalAddr()}); err != nil {
 		t.Fatal(err)
 	}
 	if m := in.next(t); string(m.Data) != "by address" {
 		t.Fatalf("got %q", m.Data)
 	}
 	other := netip.AddrPortFrom(cli.LocalAddr().Addr(), cli.LocalAddr().Port()+1)
-	if err := srv.Send([]byte("x"), other); !errors.Is(err, ErrNoClient) {
+	if err := srv.Send([]byte("x"), Peer{AddrPort: other}); !errors.Is(err, ErrNoClient) {
 		t.Fatalf("send to unknown client: %v", err)
 	}
 	cli.Close()
 	waitDone(t, conn)
-	if err := srv.Send([]byte("x"), cli.LocalAddr()); !errors.Is(err, ErrNoClient) {
+	if err := srv.Send([]byte("x"), Peer{AddrPort: cli.LocalAddr()}); !errors.Is(err, ErrNoClient) {
 		t.Fatalf("send to a client gone: %v", err)
 	}
 }
@@ -273,7 +273,7 @@ func TestUpEndOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cli.Send([]byte("hi"), netip.AddrPort{})
+	cli.Send([]byte("hi"), Peer{})
 	in.next(t) // the conn is up on both sides
 	cli.Close()
 	cli.Close() // idempotent
@@ -296,7 +296,7 @@ func TestUpEndOnce(t *testing.T) {
 	if rec.reasons[cli] != nil || rec.reasons[srv] != nil {
 		t.Fatalf("local close reasons: client %v server %v", rec.reasons[cli], rec.reasons[srv])
 	}
-	if err := cli.Send([]byte("x"), netip.AddrPort{}); !errors.Is(err, ErrPipeClosed) {
+	if err := cli.Send([]byte("x"), Peer{}); !errors.Is(err, ErrPipeClosed) {
 		t.Fatalf("send after close: %v", err)
 	}
 }
@@ -343,7 +343,7 @@ func TestPanicConfinedToOneMessage(t *testing.T) {
 	var logged atomic.Int32
 	h := slog.NewTextHandler(io.Discard, nil)
 	logger := slog.New(countHandler{h, &logged})
-	cb := MsgCallbackFunc(func(msg []byte, from netip.AddrPort, p *Pipe) {
+	cb := MsgCallbackFunc(func(msg []byte, from Peer, p *Pipe) {
 		if string(msg) == "boom" {
 			panic("boom")
 		}
@@ -354,9 +354,9 @@ func TestPanicConfinedToOneMessage(t *testing.T) {
 			srv := listen(t, proto, loopRoute(t, IPv4), &PipeConfig{MsgCB: cb, Logger: logger, Framing: FrameLine})
 			in := newInbox()
 			cli := dial(t, proto, srv.LocalAddr(), &PipeConfig{MsgCB: in, Framing: FrameLine})
-			cli.Send([]byte("boom"), netip.AddrPort{})
+			cli.Send([]byte("boom"), Peer{})
 			time.Sleep(20 * time.Millisecond)
-			cli.Send([]byte("after"), netip.AddrPort{})
+			cli.Send([]byte("after"), Peer{})
 			if m := in.next(t); string(m.Data) != "after" {
 				t.Fatalf("got %q", m.Data)
 			}
@@ -381,23 +381,23 @@ func (h countHandler) Handle(ctx context.Context, r slog.Record) error {
 
 func TestSetMsgCB(t *testing.T) {
 	reply := func(s string) MsgCallback {
-		return MsgCallbackFunc(func(msg []byte, from netip.AddrPort, p *Pipe) { p.Send([]byte(s), from) })
+		return MsgCallbackFunc(func(msg []byte, from Peer, p *Pipe) { p.Send([]byte(s), from) })
 	}
 	for _, proto := range []Proto{TCP, UDP} {
 		srv := listen(t, proto, loopRoute(t, IPv4), &PipeConfig{MsgCB: reply("A")})
 		in := newInbox()
 		cli := dial(t, proto, srv.LocalAddr(), &PipeConfig{MsgCB: in})
-		cli.Send([]byte("?"), netip.AddrPort{})
+		cli.Send([]byte("?"), Peer{})
 		if m := in.next(t); string(m.Data) != "A" {
 			t.Fatalf("%v: got %q", proto, m.Data)
 		}
 		srv.SetMsgCB(reply("B")) // applies to the existing TCP conn too
-		cli.Send([]byte("?"), netip.AddrPort{})
+		cli.Send([]byte("?"), Peer{})
 		if m := in.next(t); string(m.Data) != "B" {
 			t.Fatalf("%v: got %q after swap", proto, m.Data)
 		}
 		srv.SetMsgCB(nil)
-		cli.Send([]byte("?"), netip.AddrPort{})
+		cli.Send([]byte("?"), Peer{})
 		in.none(t, 50*time.Millisecond)
 	}
 }
@@ -410,7 +410,7 @@ func TestIdleAndReadTimeout(t *testing.T) {
 	// Activity keeps it open past the timeout.
 	for range 3 {
 		time.Sleep(60 * time.Millisecond)
-		cli.Send([]byte("k"), netip.AddrPort{})
+		cli.Send([]byte("k"), Peer{})
 		in.next(t)
 	}
 	_, reason := rec.wait(t, func(p *Pipe) bool { return p.Parent() == srv })
@@ -455,7 +455,7 @@ func TestCloseWhileBusy(t *testing.T) {
 			var wg sync.WaitGroup
 			var sent atomic.Int64
 			for i := 0; i < 16; i++ {
-				cli, err := Dial(context.Background(), proto, Route{}, "127.0.0.1", srv.LocalAddr().Port(), &PipeConfig{MsgCB: MsgCallbackFunc(func([]byte, netip.AddrPort, *Pipe) {})})
+				cli, err := Dial(context.Background(), proto, Route{}, "127.0.0.1", srv.LocalAddr().Port(), &PipeConfig{MsgCB: MsgCallbackFunc(func([]byte, Peer, *Pipe) {})})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -465,7 +465,7 @@ func TestCloseWhileBusy(t *testing.T) {
 					defer cli.Close()
 					deadline := time.Now().Add(2 * time.Second)
 					for i := 0; i < 100000 && time.Now().Before(deadline); i++ {
-						if err := cli.Send([]byte("busy busy busy"), netip.AddrPort{}); err != nil {
+						if err := cli.Send([]byte("busy busy busy"), Peer{}); err != nil {
 							if proto == UDP && errors.Is(err, syscall.ECONNREFUSED) {
 								return // server gone
 							}
@@ -503,7 +503,7 @@ func TestCloseFromCallback(t *testing.T) {
 	for _, which := range []string{"self", "parent"} {
 		t.Run(which, func(t *testing.T) {
 			srv := listen(t, TCP, loopRoute(t, IPv4), nil)
-			srv.SetMsgCB(MsgCallbackFunc(func(msg []byte, from netip.AddrPort, p *Pipe) {
+			srv.SetMsgCB(MsgCallbackFunc(func(msg []byte, from Peer, p *Pipe) {
 				p.Send(msg, from)
 				if which == "self" {
 					p.Close()
@@ -514,7 +514,7 @@ func TestCloseFromCallback(t *testing.T) {
 			}))
 			in := newInbox()
 			cli := dial(t, TCP, srv.LocalAddr(), &PipeConfig{MsgCB: in})
-			cli.Send([]byte("bye"), netip.AddrPort{})
+			cli.Send([]byte("bye"), Peer{})
 			in.next(t)
 			waitDone(t, cli)
 			if which == "parent" {
@@ -527,7 +527,7 @@ func TestCloseFromCallback(t *testing.T) {
 func TestShutdownLetsCallbackFinish(t *testing.T) {
 	var finished atomic.Bool
 	started := make(chan struct{})
-	srv, err := Listen(context.Background(), TCP, loopRoute(t, IPv4), &PipeConfig{MsgCB: MsgCallbackFunc(func([]byte, netip.AddrPort, *Pipe) {
+	srv, err := Listen(context.Background(), TCP, loopRoute(t, IPv4), &PipeConfig{MsgCB: MsgCallbackFunc(func([]byte, Peer, *Pipe) {
 		close(started)
 		time.Sleep(100 * time.Millisecond)
 		finished.Store(true)
@@ -536,7 +536,7 @@ func TestShutdownLetsCallbackFinish(t *testing.T) {
 		t.Fatal(err)
 	}
 	cli := dial(t, TCP, srv.LocalAddr(), nil)
-	cli.Send([]byte("slow"), netip.AddrPort{})
+	cli.Send([]byte("slow"), Peer{})
 	<-started
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
@@ -609,7 +609,7 @@ func TestServePacketConn(t *testing.T) {
 	defer srv.Close()
 	in := newInbox()
 	cli := dial(t, UDP, srv.LocalAddr(), &PipeConfig{MsgCB: in})
-	cli.Send([]byte("adopted"), netip.AddrPort{})
+	cli.Send([]byte("adopted"), Peer{})
 	if m := in.next(t); string(m.Data) != "adopted" {
 		t.Fatalf("got %q", m.Data)
 	}

@@ -17,11 +17,9 @@ type dstRec struct {
 	dst map[string]netip.AddrPort // payload → to
 }
 
-func (r *dstRec) MsgCB(msg []byte, from netip.AddrPort, p *Pipe) { p.Send(msg, from) }
-
-func (r *dstRec) MsgTo(msg []byte, from, to netip.AddrPort, p *Pipe) {
+func (r *dstRec) MsgCB(msg []byte, from Peer, p *Pipe) {
 	r.mu.Lock()
-	r.dst[string(msg)] = to
+	r.dst[string(msg)] = from.Local
 	r.mu.Unlock()
 	p.Send(msg, from)
 }

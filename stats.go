@@ -8,6 +8,10 @@ type PipeStats struct {
 	Conns        int    // TCP server: connections open now
 	Accepted     uint64 // TCP server: connections accepted and served
 	Rejected     uint64 // TCP server: connections closed at once over MaxConns (the pipe's or the Daemon's)
+	Evicted      uint64 // TCP server: silent connections closed to make room for new ones (ErrEvicted)
+	WriteTimeouts uint64 // TCP: connections closed because the peer did not take a Send (ErrWriteTimeout); a server counts its connections'
+	Unhandled    uint64 // messages that no MsgCB, subscription or link took; a server counts its connections'
+	ShutdownDropped uint64 // UDP: datagrams read in a batch but not handed to the callback because the pipe was shutting down
 	AcceptErrors uint64 // TCP server: failed accepts retried after a backoff (out of descriptors, ...)
 	NotQueued    uint64 // TCP server: served connections that Accept's full queue did not keep
 	RecvDropped  uint64 // UDP: datagrams the system dropped for a full receive buffer (Linux; 0 elsewhere)
@@ -18,6 +22,7 @@ type PipeStats struct {
 
 type pipeCounters struct {
 	accepted, rejected, acceptErrors, panics atomic.Uint64
+	evicted, writeTimeouts, unhandled, shutdownDropped atomic.Uint64
 }
 
 // Stats returns the pipe's counters.
@@ -25,6 +30,10 @@ func (p *Pipe) Stats() PipeStats {
 	s := PipeStats{
 		Accepted:     p.stats.accepted.Load(),
 		Rejected:     p.stats.rejected.Load(),
+		Evicted:      p.stats.evicted.Load(),
+		WriteTimeouts: p.stats.writeTimeouts.Load(),
+		Unhandled:    p.stats.unhandled.Load(),
+		ShutdownDropped: p.stats.shutdownDropped.Load(),
 		AcceptErrors: p.stats.acceptErrors.Load(),
 		NotQueued:    p.dropped.Load(),
 		Panics:       p.stats.panics.Load(),
@@ -64,6 +73,13 @@ func (l *connLimit) take() bool {
 	return true
 }
 
+// force takes a slot beyond the cap, for one that is being given back.
+func (l *connLimit) force() {
+	if l != nil {
+		l.n.Add(1)
+	}
+}
+
 func (l *connLimit) give() {
 	if l != nil {
 		l.n.Add(-1)
@@ -86,6 +102,10 @@ func (d *Daemon) Stats() DaemonStats {
 		s.Conns += ps.Conns
 		s.Accepted += ps.Accepted
 		s.Rejected += ps.Rejected
+		s.Evicted += ps.Evicted
+		s.WriteTimeouts += ps.WriteTimeouts
+		s.Unhandled += ps.Unhandled
+		s.ShutdownDropped += ps.ShutdownDropped
 		s.AcceptErrors += ps.AcceptErrors
 		s.NotQueued += ps.NotQueued
 		s.RecvDropped += ps.RecvDropped

@@ -15,7 +15,7 @@ import (
 // receiver.
 type Msg struct {
 	Data []byte
-	From netip.AddrPort
+	From Peer // the sender, and where it arrived: answer with Pipe.Send(reply, From)
 	Pipe *Pipe // the pipe it arrived on (for a TCP server: the connection's pipe)
 }
 
@@ -124,7 +124,7 @@ func (p *Pipe) Recv(ctx context.Context, s *Sub) (Msg, error) {
 }
 
 // match reports whether s wants a message.
-func (s *Sub) match(msg []byte, from netip.AddrPort) bool {
+func (s *Sub) match(msg []byte, from Peer) bool {
 	if s.from.IsValid() {
 		a := from.Addr()
 		if s.from.Addr().Zone() == "" {
@@ -137,7 +137,7 @@ func (s *Sub) match(msg []byte, from netip.AddrPort) bool {
 	return s.re == nil || s.re.Match(msg)
 }
 
-func deliverSubs(subs []*Sub, msg []byte, from netip.AddrPort, p *Pipe) {
+func deliverSubs(subs []*Sub, msg []byte, from Peer, p *Pipe) {
 	var data []byte // one copy shared by every matching subscription
 	for _, s := range subs {
 		if !s.match(msg, from) {

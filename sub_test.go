@@ -43,11 +43,11 @@ func TestSubscribeFilters(t *testing.T) {
 	all, _ := srv.Subscribe("", netip.AddrPort{})
 	other, _ := srv.Subscribe("", netip.MustParseAddrPort("127.0.0.2:0"))
 
-	a.Send([]byte("ping from a"), netip.AddrPort{})
+	a.Send([]byte("ping from a"), Peer{})
 	in.next(t)
-	b.Send([]byte("pong from b"), netip.AddrPort{})
+	b.Send([]byte("pong from b"), Peer{})
 	in.next(t)
-	b.Send([]byte("ping from b"), netip.AddrPort{})
+	b.Send([]byte("ping from b"), Peer{})
 	in.next(t)
 
 	want := map[*Sub][]string{
@@ -79,7 +79,7 @@ func TestSubscribeFullQueueDrops(t *testing.T) {
 	s, _ := srv.Subscribe("", netip.AddrPort{})
 	cli := dial(t, UDP, srv.LocalAddr(), nil)
 	for i := range 5 {
-		cli.Send([]byte{byte('0' + i)}, netip.AddrPort{})
+		cli.Send([]byte{byte('0' + i)}, Peer{})
 		in.next(t) // delivered in order, one at a time
 	}
 	if s.Len() != 2 || s.Dropped() != 3 {
@@ -101,17 +101,17 @@ func TestSubscribeTCPServerAndData(t *testing.T) {
 	srv := listen(t, TCP, loopRoute(t, IPv6), &PipeConfig{Framing: FrameLine})
 	s, _ := srv.Subscribe("", netip.AddrPort{})
 	cli := dial(t, TCP, srv.LocalAddr(), &PipeConfig{Framing: FrameLine})
-	cli.Send([]byte("one"), netip.AddrPort{})
-	cli.Send([]byte("two"), netip.AddrPort{})
+	cli.Send([]byte("one"), Peer{})
+	cli.Send([]byte("two"), Peer{})
 	m1 := recvT(t, srv, s)
 	m2 := recvT(t, srv, s)
-	if string(m1.Data) != "one" || string(m2.Data) != "two" || m1.From != cli.LocalAddr() || m1.Pipe.Parent() != srv {
+	if string(m1.Data) != "one" || string(m2.Data) != "two" || m1.From.AddrPort != cli.LocalAddr() || m1.Pipe.Parent() != srv {
 		t.Fatalf("got %q %q from %v", m1.Data, m2.Data, m1.From)
 	}
 	// The receiver owns Data: later reads do not change it.
-	m1.Pipe.Send([]byte("reply"), netip.AddrPort{})
+	m1.Pipe.Send([]byte("reply"), Peer{})
 	cs, _ := m1.Pipe.Subscribe("", netip.AddrPort{})
-	cli.Send([]byte("xxx"), netip.AddrPort{})
+	cli.Send([]byte("xxx"), Peer{})
 	if m := recvT(t, m1.Pipe, cs); string(m.Data) != "xxx" || string(m1.Data) != "one" {
 		t.Fatalf("conn subscription got %q; first message now %q", m.Data, m1.Data)
 	}

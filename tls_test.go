@@ -11,7 +11,6 @@ import (
 	"errors"
 	"math/big"
 	"net"
-	"net/netip"
 	"testing"
 	"time"
 )
@@ -62,7 +61,7 @@ func TestTLS(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer cli.Close()
-		cli.Send([]byte("secret"), netip.AddrPort{})
+		cli.Send([]byte("secret"), Peer{})
 		if m := in.next(t); string(m.Data) != "secret" {
 			t.Fatalf("got %q", m.Data)
 		}
@@ -74,7 +73,7 @@ func TestTLS(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer cli.Close()
-		if err := cli.Send([]byte("GET / HTTP/1.0\r\n\r\n"), netip.AddrPort{}); err != nil {
+		if err := cli.Send([]byte("GET / HTTP/1.0\r\n\r\n"), Peer{}); err != nil {
 			t.Fatal(err)
 		}
 		_, reason := rec.wait(t, func(p *Pipe) bool { return p.Parent() == srv && p.RemoteAddr() == cli.LocalAddr() })

@@ -42,7 +42,7 @@ func (p *Pipe) udpReadLoop() error {
 		}
 		if err == nil {
 			delay = 0
-			p.dispatch(buf[:n], unmap(from))
+			p.dispatch(buf[:n], Peer{AddrPort: unmap(from), Local: p.local})
 			continue
 		}
 		if end, reason := p.udpReadError(err, &delay); end {
@@ -71,7 +71,8 @@ func (p *Pipe) udpReadError(err error, delay *time.Duration) (end bool, reason e
 // sendTo sends one datagram from a UDP server pipe. While the pipe's
 // goroutine dispatches a batch of datagrams it may queue it instead, to
 // send the batch's replies together (see PipeConfig.UDPBatch).
-func (p *Pipe) sendTo(msg []byte, to netip.AddrPort) error {
+func (p *Pipe) sendTo(msg []byte, peer Peer) error {
+	to := peer.AddrPort
 	if p.local.Addr().Is4() && !unmap(to).Addr().Is4() {
 		// (An IPv6 socket may be dual-stack, adopted from systemd say:
 		// there the system decides.)
@@ -92,10 +93,10 @@ func (p *Pipe) sendTo(msg []byte, to netip.AddrPort) error {
 		return err
 	}
 	if p.ub != nil {
-		if p.ub.queue(p, msg, to) {
+		if p.ub.queue(p, msg, to, peer) {
 			return nil
 		}
-		if handled, err := p.ub.direct(p, msg, to); handled {
+		if handled, err := p.ub.direct(p, msg, to, peer); handled {
 			return err
 		}
 	}

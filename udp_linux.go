@@ -33,11 +33,9 @@ type udpBatch struct {
 	slot   int
 
 	// A wildcard socket learns, with IP_PKTINFO / IPV6_PKTINFO, which of
-	// the host's addresses each datagram was sent to, and answers each
-	// peer from the address it last sent to.
+	// the host's addresses each datagram was sent to; the callback gets it
+	// in the Peer, and Send answers a Peer from it.
 	pktinfo bool
-	pmu     sync.Mutex
-	peers   map[netip.AddrPort]mmsg.Pktinfo
 
 	// Reader-only state.
 	recv  *mmsg.RecvBatch
@@ -130,37 +128,16 @@ func setRecvPktinfo(rc syscall.RawConn, family int) error {
 	return serr
 }
 
-// maxPeers bounds the table of peers' destination addresses; when full it
-// starts over (peers are learnt again from their next datagram).
-const maxPeers = 4096
-
-func (u *udpBatch) remember(from netip.AddrPort, pi mmsg.Pktinfo) {
-	u.pmu.Lock()
-	if old, ok := u.peers[from]; !ok || old != pi {
-		if u.peers == nil || len(u.peers) >= maxPeers {
-			u.peers = make(map[netip.AddrPort]mmsg.Pktinfo)
-		}
-		u.peers[from] = pi
-	}
-	u.pmu.Unlock()
-}
-
-func (u *udpBatch) source(to netip.AddrPort) mmsg.Pktinfo {
-	u.pmu.Lock()
-	pi := u.peers[unmap(to)]
-	u.pmu.Unlock()
-	return pi
-}
-
-// direct sends one datagram at once from the address the peer last sent
-// to, on a wildcard socket; handled is false for other sockets.
-func (u *udpBatch) direct(p *Pipe, msg []byte, to netip.AddrPort) (handled bool, err error) {
-	if !u.pktinfo {
+// direct sends one datagram at once from the local address and through
+// the interface that peer names, on a wildcard socket; handled is false
+// for other sockets, and for a Peer that names neither.
+func (u *udpBatch) direct(p *Pipe, msg []byte, to netip.AddrPort, peer Peer) (handled bool, err error) {
+	src, ifindex := u.source(peer)
+	if !src.IsValid() && ifindex == 0 {
 		return false, nil
 	}
-	pi := u.source(to)
 	var oob [mmsg.CtrlSize]byte
-	n := mmsg.PutPktinfo(oob[:], pi.Local, pi.IfIndex)
+	n := mmsg.PutPktinfo(oob[:], src, ifindex)
 	_, _, err = p.udp.WriteMsgUDPAddrPort(msg, oob[:n], to)
 	return true, err
 }
@@ -222,29 +199,44 @@ func (p *Pipe) dispatchBatch(u *udpBatch, b *mmsg.RecvBatch, n int) {
 		u.begin()
 	}
 	for i := range n {
-		if p.closed.Load() {
-			break // closed by a callback: the rest of the batch is dropped
+		if p.closed.Load() || p.draining.Load() {
+			// Closed or shutting down (maybe by a callback): the rest of
+			// the batch is not handed on.
+			p.stats.shutdownDropped.Add(uint64(n - i))
+			break
 		}
-		msg, from, scope, _ := b.Msg(i)
+		msg, from, scope, trunc := b.Msg(i)
 		if scope != 0 {
 			from = netip.AddrPortFrom(from.Addr().WithZone(u.zoneOf(scope)), from.Port())
 		}
-		to := p.local
+		peer := Peer{AddrPort: from, Local: p.local, Truncated: trunc}
 		if u.pktinfo {
+			peer.Local = netip.AddrPort{}
 			if pi, ok := mmsg.ParsePktinfo(b.Ctrl(i)); ok {
-				u.remember(from, pi)
-				dst := pi.Dst
-				if dst.Is6() && dst.IsLinkLocalUnicast() {
-					dst = dst.WithZone(u.zoneOf(uint32(pi.IfIndex)))
+				peer.IfIndex = pi.IfIndex
+				if src := pi.Local; src.IsValid() && !src.IsUnspecified() && !src.IsMulticast() {
+					if src.Is6() && src.IsLinkLocalUnicast() {
+						src = src.WithZone(u.zoneOf(uint32(pi.IfIndex)))
+					}
+					peer.Local = netip.AddrPortFrom(src, p.local.Port())
 				}
-				to = netip.AddrPortFrom(dst, p.local.Port())
 			}
 		}
-		p.dispatchTo(msg, from, to)
+		p.dispatch(msg, peer)
 	}
 	if queue {
 		u.end()
 	}
+}
+
+// source is the address and interface to answer peer from on a wildcard
+// socket: what the datagram it came with said (see Peer). The zero Addr
+// and 0 let the system choose.
+func (u *udpBatch) source(peer Peer) (netip.Addr, int) {
+	if !u.pktinfo {
+		return netip.Addr{}, 0
+	}
+	return peer.Local.Addr().WithZone(""), peer.IfIndex
 }
 
 // zoneOf names the interface of an IPv6 scope id: the bound address's
@@ -341,7 +333,7 @@ func (u *udpBatch) end() {
 // queue queues a copy of msg for to if a batch is being dispatched, and
 // reports whether it did. A destination with a zone other than the bound
 // address's is sent at once.
-func (u *udpBatch) queue(p *Pipe, msg []byte, to netip.AddrPort) bool {
+func (u *udpBatch) queue(p *Pipe, msg []byte, to netip.AddrPort, peer Peer) bool {
 	if !u.active.Load() {
 		return false
 	}
@@ -352,21 +344,18 @@ func (u *udpBatch) queue(p *Pipe, msg []byte, to netip.AddrPort) bool {
 		}
 		scope = u.scope
 	}
-	var src mmsg.Pktinfo
-	if u.pktinfo {
-		src = u.source(to)
-	}
+	src, ifindex := u.source(peer)
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.q == nil || u.closed {
 		return false
 	}
-	if !u.q.AddFrom(msg, to, scope, src.Local, src.IfIndex) {
+	if !u.q.AddFrom(msg, to, scope, src, ifindex) {
 		if !u.q.Full() && u.q.Pending() == 0 {
 			return false // not sendable on this socket: let the plain path report why
 		}
 		u.flushLocked()
-		if !u.q.AddFrom(msg, to, scope, src.Local, src.IfIndex) {
+		if !u.q.AddFrom(msg, to, scope, src, ifindex) {
 			return false
 		}
 	}

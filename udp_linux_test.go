@@ -123,7 +123,7 @@ func TestUDPQueuedSendNotHeldByBlockedCallback(t *testing.T) {
 	release := make(chan struct{})
 	blocked := make(chan struct{})
 	var calls atomic.Int32
-	cb := MsgCallbackFunc(func(msg []byte, from netip.AddrPort, p *Pipe) {
+	cb := MsgCallbackFunc(func(msg []byte, from Peer, p *Pipe) {
 		if calls.Add(1) == 1 {
 			p.Send([]byte("before blocking"), from) // queued: the batch has 3
 			close(blocked)
@@ -139,7 +139,7 @@ func TestUDPQueuedSendNotHeldByBlockedCallback(t *testing.T) {
 	defer close(release)
 	<-blocked
 	to := cli.LocalAddr().(*net.UDPAddr).AddrPort()
-	if err := p.Send([]byte("from elsewhere"), to); err != nil {
+	if err := p.Send([]byte("from elsewhere"), Peer{AddrPort: to}); err != nil {
 		t.Fatal(err)
 	}
 	got := readN(t, cli, 2)
@@ -163,7 +163,7 @@ func TestUDPQueuedSendNotHeldByBlockedCallback(t *testing.T) {
 func TestUDPBatchCloseFromCallback(t *testing.T) {
 	srv, cli := prefilled(t, datagrams(10))
 	var calls atomic.Int32
-	cb := MsgCallbackFunc(func(msg []byte, from netip.AddrPort, p *Pipe) {
+	cb := MsgCallbackFunc(func(msg []byte, from Peer, p *Pipe) {
 		n := calls.Add(1)
 		p.Send(msg, from)
 		if n == 3 {
@@ -187,8 +187,8 @@ func TestUDPBatchCloseFromCallback(t *testing.T) {
 func TestUDPQueueRefusesUnsendable(t *testing.T) {
 	srv, cli := prefilled(t, datagrams(2))
 	errs := make(chan error, 2)
-	cb := MsgCallbackFunc(func(msg []byte, from netip.AddrPort, p *Pipe) {
-		errs <- p.Send(msg, netip.MustParseAddrPort("[2001:db8::1]:9"))
+	cb := MsgCallbackFunc(func(msg []byte, from Peer, p *Pipe) {
+		errs <- p.Send(msg, Peer{AddrPort: netip.MustParseAddrPort("[2001:db8::1]:9")})
 		p.Send(msg, from)
 	})
 	p, err := ServePacketConn(srv, &PipeConfig{MsgCB: cb})

@@ -97,21 +97,21 @@ func startWatch(d *Daemon, interval time.Duration) *addrWatcher {
 		return w
 	}
 	w.ns = ns
+	d.own.add(1)
 	go w.run()
 	return w
 }
 
-// close stops the addrWatcher and waits for it.
+// close tells the addrWatcher to stop; it does not wait (it may be called
+// from OnEvent, on the watcher's own goroutine): the Daemon's Shutdown
+// does.
 func (w *addrWatcher) close() {
-	w.stopOnce.Do(func() {
-		close(w.stop)
-		<-w.done
-		w.ns.close()
-	})
-	<-w.done
+	w.stopOnce.Do(func() { close(w.stop) })
 }
 
 func (w *addrWatcher) run() {
+	defer w.d.own.done()
+	defer w.ns.close()
 	defer close(w.done)
 	if w.ns.isForeign() {
 		// The thread enters the listeners' namespace for good: locked to

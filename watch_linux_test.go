@@ -124,7 +124,7 @@ func TestWatchAddrRemoved(t *testing.T) {
 func TestUDPRecvDropped(t *testing.T) {
 	release := make(chan struct{})
 	blocked := make(chan struct{}, 1)
-	cb := MsgCallbackFunc(func(msg []byte, from netip.AddrPort, p *Pipe) {
+	cb := MsgCallbackFunc(func(msg []byte, from Peer, p *Pipe) {
 		if string(msg) == "block" {
 			blocked <- struct{}{}
 			<-release

@@ -3,7 +3,6 @@ package p2pd_test
 import (
 	"context"
 	"net"
-	"net/netip"
 	"testing"
 
 	"github.com/p2pd/p2pd"
@@ -55,4 +54,4 @@ func TestZoneNotFromStaleCache(t *testing.T) {
 	})
 }
 
-var echoCB = p2pd.MsgCallbackFunc(func(msg []byte, from netip.AddrPort, p *p2pd.Pipe) { p.Send(msg, from) })
+var echoCB = p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) { p.Send(msg, from) })

@@ -56,7 +56,7 @@ func run(ifname, portList string, serveFor time.Duration) error {
 	}
 
 	d := &p2pd.Daemon{
-		MsgCB: p2pd.MsgCallbackFunc(func(msg []byte, from netip.AddrPort, p *p2pd.Pipe) {
+		MsgCB: p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
 			// Send writes before it returns, so msg needs no copy.
 			if err := p.Send(msg, from); err != nil {
 				fmt.Fprintln(os.Stderr, "echo: reply to", from, err)

@@ -22,7 +22,7 @@ func main() {
 func run() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	echo := p2pd.MsgCallbackFunc(func(msg []byte, from netip.AddrPort, p *p2pd.Pipe) {
+	echo := p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
 		fmt.Printf("  server got %q from %v, echoing\n", msg, from)
 		p.Send(msg, from)
 	})
@@ -51,7 +51,7 @@ func run() error {
 		}
 		msg := "hello over " + proto.String()
 		fmt.Printf("  client %v sends %q\n", cli.LocalAddr(), msg)
-		if err := cli.Send([]byte(msg), netip.AddrPort{}); err != nil {
+		if err := cli.Send([]byte(msg), p2pd.Peer{}); err != nil {
 			return err
 		}
 		m, err := cli.Recv(ctx, sub)

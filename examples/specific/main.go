@@ -13,7 +13,6 @@ import (
 	"flag"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"time"
 
@@ -35,7 +34,7 @@ func main() {
 
 func run(port uint16) error {
 	d := &p2pd.Daemon{
-		MsgCB: p2pd.MsgCallbackFunc(func(msg []byte, from netip.AddrPort, p *p2pd.Pipe) {
+		MsgCB: p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
 			p.Send(append([]byte("echo: "), msg...), from)
 		}),
 		// Where a family is missing (no IPv6 loopback in a container, say),

@@ -51,7 +51,7 @@ func run(portList string) error {
 	defer stop()
 
 	d := &p2pd.Daemon{
-		MsgCB: p2pd.MsgCallbackFunc(func(msg []byte, from netip.AddrPort, p *p2pd.Pipe) {
+		MsgCB: p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
 			if err := p.Send(msg, from); err != nil {
 				fmt.Fprintln(os.Stderr, "p2pd-echo: reply to", from, err)
 			}

@@ -19,7 +19,7 @@ func align(n int) int { return (n + ptrSize - 1) &^ (ptrSize - 1) }
 // Pktinfo is what IP_PKTINFO or IPV6_PKTINFO says of a datagram received.
 type Pktinfo struct {
 	Dst     netip.Addr // the address the datagram was sent to
-	Local   netip.Addr // the local address to answer from (IPv4: ipi_spec_dst, else a unicast Dst; IPv6: Dst)
+	Local   netip.Addr // the local address to answer from (IPv4: ipi_spec_dst, else a unicast Dst; IPv6: a unicast Dst); invalid if none
 	IfIndex int        // the interface it arrived on
 }
 
@@ -57,7 +57,9 @@ func ParsePktinfo(b []byte) (pi Pktinfo, ok bool) {
 			return pi, true
 		case level == unix.IPPROTO_IPV6 && typ == unix.IPV6_PKTINFO && len(data) >= unix.SizeofInet6Pktinfo:
 			pi.Dst = netip.AddrFrom16([16]byte(data[:16])).Unmap()
-			pi.Local = pi.Dst
+			if !pi.Dst.IsMulticast() {
+				pi.Local = pi.Dst // a multicast destination is no source
+			}
 			pi.IfIndex = int(binary.NativeEndian.Uint32(data[16:]))
 			return pi, true
 		}

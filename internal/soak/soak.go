@@ -385,14 +385,14 @@ func (r *soakRun) settle() {
 }
 
 // echo is the load daemon's callback.
-func (r *soakRun) echo(msg []byte, from netip.AddrPort, p *p2pd.Pipe) {
+func (r *soakRun) echo(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
 	r.loadMsgs.Add(1)
 	p.Send(msg, from)
 }
 
 // edgeCB is the edge daemon's callback: it misbehaves as the message's
 // kind asks, then echoes.
-func edgeCB(msg []byte, from netip.AddrPort, p *p2pd.Pipe) {
+func edgeCB(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
 	if len(msg) > 0 {
 		switch msg[0] {
 		case kindPanic:

@@ -11,7 +11,7 @@ import (
 // sends every message back, one ListenAll on a loopback route, the default
 // (zero) PipeConfig.
 func startP2PD(ctx context.Context, proto string, addr netip.AddrPort) (func() error, error) {
-	d := &p2pd.Daemon{MsgCB: p2pd.MsgCallbackFunc(func(msg []byte, from netip.AddrPort, p *p2pd.Pipe) {
+	d := &p2pd.Daemon{MsgCB: p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
 		p.Send(msg, from)
 	})}
 	fam := p2pd.IPv4
