@@ -10,7 +10,7 @@
 // is served twice, on the global address and on the link-local one with its
 // zone, so a server is reachable from outside and on the LAN:
 //
-//	d := &p2pd.Daemon{MsgCB: p2pd.MsgCallbackFunc(func(msg []byte, from netip.AddrPort, p *p2pd.Pipe) {
+//	d := &p2pd.Daemon{MsgCB: p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
 //		p.Send(msg, from)
 //	})}
 //	defer d.Close()
@@ -18,8 +18,17 @@
 //	_, err := d.ListenAll(ctx, []p2pd.Target{ifc}, ports, []p2pd.Proto{p2pd.TCP, p2pd.UDP}, p2pd.AnyFamily)
 //
 // [Daemon.ListenSpecific] binds routes exactly as bound (the wildcard, the
-// loopback), [Daemon.Lookup] finds a listener by family, protocol, port and
-// address, and [Daemon.Shutdown] stops gracefully.
+// loopback), and [Daemon.Lookup] finds a listener by family, protocol, port
+// and address.
+//
+// A callback learns who sent each message and where it arrived from a
+// [Peer]: a small value that it may keep and answer later, from any
+// goroutine, with [Pipe.Send]; the reply leaves from the address the peer
+// wrote to, also on a listener bound to the wildcard.
+//
+// [Daemon.Close] stops at once and waits for nothing, so any callback may
+// call it; [Daemon.Shutdown] stops gracefully and waits, within its
+// context, for everything the daemon ran to end.
 //
 // # Pipes
 //
@@ -34,14 +43,17 @@
 //
 // The defaults are safe for a server facing the Internet: a listener holds
 // at most [DefaultMaxConns] connections and a daemon [DefaultDaemonMaxConns]
-// (more are closed at once and counted); an accepted connection that sends
-// nothing for [DefaultIdleTimeout] is closed, and so is one that takes more
-// than [DefaultReadTimeout] to deliver a framed message; a framed message
-// is at most [DefaultMaxMsgSize]; subscription queues are bounded. A
+// (a newcomer to a full server takes the slot of the connection silent the
+// longest, or is closed at once); an accepted connection that sends nothing
+// for [DefaultIdleTimeout] is closed, and so is one that takes more than
+// [DefaultReadTimeout] to deliver a framed message, or whose peer takes
+// none of a reply for [DefaultWriteTimeout]; a framed message is at most
+// [DefaultMaxMsgSize]; subscription and accept queues are bounded. A
 // panicking callback costs one message. Failed accepts (out of
 // descriptors) back off up to a second. [Pipe.Stats] and [Daemon.Stats]
-// count connections, rejections, accept errors, datagrams the kernel
-// dropped, replies refused and panics.
+// count connections, rejections, evictions, timeouts, accept errors,
+// datagrams the kernel dropped, replies refused, messages nothing took and
+// panics.
 //
 // A daemon checks every [DefaultWatchInterval] that its listeners'
 // addresses are still on an interface that is up, and reports changes to
