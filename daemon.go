@@ -27,7 +27,11 @@ import (
 // The zero value is a valid configuration. Set the exported fields before
 // the first call that opens listeners and do not change them afterwards
 // (use [Daemon.AddMsgCB] to change the callback of a running daemon). The
-// methods are safe for concurrent use.
+// exceptions are Follow, ErrorOnAF and BestEffort, the policies of a call:
+// each call reads them once, when it begins, and a call in follow mode keeps
+// its own for as long as it is followed, so they may be changed between
+// calls (not while a call made by another goroutine begins). The methods
+// are safe for concurrent use.
 //
 // A Daemon stops with [Daemon.Close] (at once) or [Daemon.Shutdown]
 // (gracefully). After either, every method that opens listeners returns
@@ -106,7 +110,12 @@ type Daemon struct {
 	// is handled once, 100 ms after it quiets down); elsewhere it polls
 	// every WatchInterval. Route and RoutePool targets are bound as given.
 	// A tentative IPv6 address is bound once its DAD is done; one whose
-	// DAD failed is not bound. Ports must be fixed (not 0).
+	// DAD failed is not bound. Ports must be fixed (not 0). The call's
+	// BestEffort and ErrorOnAF, as they were when it was made, go on
+	// applying: the listeners of a new address are opened all or nothing
+	// unless BestEffort, and with ErrorOnAF a target that comes to serve
+	// none of the call's families is reported (EventFailed wrapping
+	// ErrFamilyUnsupported).
 	Follow bool
 
 	// WatchInterval is how often the daemon checks that its listeners'
@@ -389,8 +398,9 @@ func checkSpecifics(op string, specs []Specific) ([]Specific, error) {
 	return out, nil
 }
 
-// open binds specs, under a reservation of len(specs) made by the caller.
-func (d *Daemon) open(ctx context.Context, op string, specs []Specific) ([]*Pipe, error) {
+// open binds specs, under a reservation of len(specs) made by the caller;
+// bestEffort is the call's Daemon.BestEffort, read when the call began.
+func (d *Daemon) open(ctx context.Context, op string, specs []Specific, bestEffort bool) ([]*Pipe, error) {
 	d.mu.Lock()
 	cfg, err := copyConfig(d.pipeConfig())
 	d.mu.Unlock()
@@ -449,7 +459,7 @@ func (d *Daemon) open(ctx context.Context, op string, specs []Specific) ([]*Pipe
 	}
 	var lerr *ListenError
 	if len(failed) > 0 {
-		lerr = &ListenError{Op: op, Tried: len(specs), Failed: failed, Closed: !d.BestEffort || len(opened) == 0}
+		lerr = &ListenError{Op: op, Tried: len(specs), Failed: failed, Closed: !bestEffort || len(opened) == 0}
 		if lerr.Closed {
 			closeAll()
 			return nil, lerr

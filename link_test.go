@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -128,4 +130,87 @@ func TestLinkDelAndRefusals(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
+}
+
+// TestLinkDroppedWhenLinkedPipeEnds: a link to a pipe that has ended is
+// dropped at the next message the linking pipe forwards (no failed forward
+// per message, and the ended pipe is not kept), while the linking pipe keeps
+// serving its callback and its other links. For a TCP server the links are
+// the server's, forwarded by its connections.
+func TestLinkDroppedWhenLinkedPipeEnds(t *testing.T) {
+	for _, proto := range []Proto{UDP, TCP} {
+		t.Run(proto.String(), func(t *testing.T) {
+			cfg := func(cb MsgCallback) *PipeConfig {
+				return &PipeConfig{MsgCB: cb, Framing: FrameLine, Logger: quietLogger()}
+			}
+			atA, atS1, atS2 := newInbox(), newInbox(), newInbox()
+			a := listen(t, proto, loopRoute(t, IPv4), cfg(atA))
+			s1 := listen(t, UDP, loopRoute(t, IPv4), cfg(atS1))
+			s2 := listen(t, UDP, loopRoute(t, IPv4), cfg(atS2))
+			b := dial(t, UDP, s1.LocalAddr(), cfg(nil))
+			c := dial(t, UDP, s2.LocalAddr(), cfg(nil))
+			for _, o := range []*Pipe{b, c} {
+				if err := a.AddPipe(o); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cli := dial(t, proto, a.LocalAddr(), cfg(nil))
+			send := func(m string) {
+				t.Helper()
+				if err := cli.Send([]byte(m), Peer{AddrPort: netip.AddrPort{}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			send("1")
+			for _, in := range []*inbox{atA, atS1, atS2} {
+				if m := in.next(t); string(m.Data) != "1" {
+					t.Fatalf("got %q, want 1", m.Data)
+				}
+			}
+
+			b.Close()
+			waitDone(t, b) // bounded: B has ended
+			send("2")
+			for _, in := range []*inbox{atA, atS2} {
+				if m := in.next(t); string(m.Data) != "2" {
+					t.Fatalf("after B ended: got %q, want 2", m.Data)
+				}
+			}
+			// Forwarding "2" to B failed: A drops B (the forward runs before
+			// the callback today; poll, bounded, not to depend on it). The
+			// raw list is checked, not only Links(), which filters.
+			deadline := time.Now().Add(waitFor)
+			for {
+				l := a.links.Load()
+				if l != nil && !slices.Contains(*l, b) && slices.Contains(*l, c) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("A's links %v after B ended and A forwarded a message: want only C (%p); B is %p", derefLinks(l), c, b)
+				}
+				time.Sleep(time.Millisecond)
+			}
+			if l := a.Links(); len(l) != 1 || l[0] != c {
+				t.Fatalf("A.Links() = %v, want [C]", l)
+			}
+			// A keeps working: its callback and its other link.
+			send("3")
+			for _, in := range []*inbox{atA, atS2} {
+				if m := in.next(t); string(m.Data) != "3" {
+					t.Fatalf("A after dropping B: got %q, want 3", m.Data)
+				}
+			}
+			atS1.none(t, 50*time.Millisecond)
+			if err := a.AddPipe(b); !errors.Is(err, ErrPipeClosed) {
+				t.Fatalf("AddPipe of an ended pipe: %v, want ErrPipeClosed", err)
+			}
+		})
+	}
+}
+
+func derefLinks(l *[]*Pipe) []*Pipe {
+	if l == nil {
+		return nil
+	}
+	return *l
 }

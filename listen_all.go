@@ -217,11 +217,13 @@ func (d *Daemon) ListenAll(ctx context.Context, targets []Target, ports Ports, p
 	if d.isClosed() {
 		return nil, wrapOp(op, ErrDaemonClosed)
 	}
+	// The call's policies, read once: a followed call keeps them.
+	pol := policy{follow: d.Follow, bestEffort: d.BestEffort, errorOnAF: d.ErrorOnAF}
 	planned := targets
-	if d.Follow {
+	if pol.follow {
 		planned = followTargets(targets)
 	}
-	p, err := expand(planned, ports, protos, af, d.ErrorOnAF)
+	p, err := expand(planned, ports, protos, af, pol.errorOnAF)
 	if err != nil {
 		return nil, err
 	}
@@ -230,9 +232,9 @@ func (d *Daemon) ListenAll(ctx context.Context, targets []Target, ports Ports, p
 		return nil, err
 	}
 	defer d.release(n)
-	ps, err := d.open(ctx, op, p.specifics())
-	if d.Follow && err == nil {
-		d.addFollow(targets, ports, protos, af, ps)
+	ps, err := d.open(ctx, op, p.specifics(), pol.bestEffort)
+	if pol.follow && len(ps) > 0 { // err == nil, or best effort kept some
+		d.addFollow(targets, ports, protos, af, pol, ps)
 	}
 	return ps, err
 }

@@ -47,5 +47,5 @@ func (d *Daemon) listenSpecific(ctx context.Context, op string, specs []Specific
 		return nil, err
 	}
 	defer d.release(len(specs))
-	return d.open(ctx, op, specs)
+	return d.open(ctx, op, specs, d.BestEffort)
 }

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/p2pd/p2pd/internal/rtnl"
@@ -23,8 +24,9 @@ const (
 type EventKind int
 
 const (
-	// EventFailed: the listener's address left its interface, or the
-	// interface went down. The listener stays open (it serves again if the
+	// EventFailed: the listener's address left its interface (or, for an
+	// address on no interface, the local route that made it local went),
+	// or the interface went down. The listener stays open (it serves again if the
 	// address comes back) but cannot receive meanwhile. Err says why.
 	EventFailed EventKind = iota + 1
 	// EventRestored: the address and its interface are back.
@@ -57,10 +59,17 @@ type Event struct {
 	Pipe *Pipe    // the listener; nil for a bind that failed in follow mode
 	Spec Specific // for a bind that failed in follow mode: what was tried
 	Err  error    // EventFailed: wraps ErrAddrGone or ErrLinkDown, or the bind error
+	// In follow mode with ErrorOnAF, an EventFailed whose Err wraps
+	// ErrFamilyUnsupported (Pipe nil, Spec.Proto 0) reports a target that
+	// serves none of the call's families any more: Spec.Route has the
+	// call's family and, for an *Interface target, its name.
 }
 
 func (e Event) String() string {
-	if e.Pipe == nil {
+	switch {
+	case e.Pipe == nil && e.Spec.Proto == 0: // a target, not a bind
+		return fmt.Sprintf("%v %s %q: %v", e.Kind, e.Spec.Route.Family, e.Spec.Route.Interface, e.Err)
+	case e.Pipe == nil:
 		return fmt.Sprintf("%v %v: %v", e.Kind, e.Spec, e.Err)
 	}
 	s := fmt.Sprintf("%v %v %v", e.Kind, e.Pipe.Proto(), e.Pipe.LocalAddr())
@@ -71,7 +80,8 @@ func (e Event) String() string {
 }
 
 // addrWatcher checks, every interval, that the addresses of a daemon's
-// listeners are still on an interface that is up, in the network namespace
+// listeners are still on an interface that is up (or covered by a local
+// route, see localRoutes), in the network namespace
 // the daemon bound its first listeners in (a daemon whose listeners span
 // namespaces is checked in that one only), and reports changes. Its
 // goroutine is the daemon's: it ends on Close or Shutdown.
@@ -83,6 +93,7 @@ type addrWatcher struct {
 	stopOnce sync.Once
 	done     chan struct{}
 	failed   map[*Pipe]error // listeners reported failed, by the addrWatcher goroutine only
+	checks   atomic.Uint64   // checks done, for tests that wait for some
 }
 
 // startWatch starts the addrWatcher of d from the goroutine that binds d's
@@ -190,6 +201,7 @@ func (w *addrWatcher) tick() {
 		w.reconcile()
 	}
 	w.check()
+	w.checks.Add(1)
 }
 
 // check compares every listener's address with the interfaces.
@@ -217,15 +229,24 @@ func (w *addrWatcher) check() {
 	}
 	listeners := w.d.Listeners()
 	seen := make(map[*Pipe]bool, len(listeners))
+	var local localRoutes // read once per check, and only if needed
 	for _, p := range listeners {
 		seen[p] = true
 		ip := p.LocalAddr().Addr()
 		if ip.IsUnspecified() || !ip.IsValid() {
 			continue // a wildcard: no one address to lose
 		}
+		isUp, ok := up[ip]
+		if !ok {
+			var err error
+			if isUp, ok, err = local.covers(ip, ifs); err != nil {
+				w.d.logger().Debug("p2pd: watch: reading the local routes", "err", err)
+				continue // unknown: as it was
+			}
+		}
 		var why error
-		if isUp, ok := up[ip]; !ok {
-			why = fmt.Errorf("%w: %v is on no interface", ErrAddrGone, ip)
+		if !ok {
+			why = fmt.Errorf("%w: %v is on no interface, and no local route covers it", ErrAddrGone, ip)
 		} else if !isUp {
 			why = fmt.Errorf("%w: the interface of %v", ErrLinkDown, ip)
 		}
@@ -244,6 +265,105 @@ func (w *addrWatcher) check() {
 			delete(w.failed, p) // closed meanwhile
 		}
 	}
+}
+
+// localRoutes tells whether the kernel takes as its own an address that no
+// interface has: 127.0.0.2 (the local route 127.0.0.0/8 on lo that comes
+// with 127.0.0.1/8), an AnyIP prefix (ip route add local 2001:db8:99::/64
+// dev lo), the address of a FreeBind listener that such a route covers.
+//
+// It reads the local routing table (rtnetlink, in the thread's namespace,
+// which is the listeners'): an address is local when a route of type local
+// in that table covers it, which is what the kernel goes by to deliver, for
+// both families, and where `ip route add local` puts a route by default.
+// (Local routes of other tables count only through policy rules, such as
+// TPROXY's `local 0.0.0.0/0 dev lo table 100` for marked packets: counting
+// them would make every address look present.) A probe bind without
+// IP_FREEBIND would be simpler but is wrong on Linux twice over: IPv6 bind
+// accepts only interface addresses (an IPv6 AnyIP address needs FreeBind,
+// so the probe would call a working listener gone), and with
+// net.ipv4.ip_nonlocal_bind=1 every address binds (so it would never call
+// one gone). Elsewhere, where there is no rtnetlink, the probe is what
+// there is.
+//
+// The table is dumped at most once per check and family, and only for a
+// listener whose address is on no interface. Route changes are not among
+// the notifications the watcher subscribes to: the ticker catches them.
+type localRoutes struct {
+	read   [2]bool         // IPv4, IPv6
+	err    [2]error        // of the dump
+	routes [2][]rtnl.Route // of type local, in the local table
+	probe  bool            // no rtnetlink here: probe with a bind
+}
+
+// covers reports whether ip is local to the kernel (ok), and whether the
+// interface of the route that makes it so is up (up; true when unknown).
+// An error means it could not tell.
+func (l *localRoutes) covers(ip netip.Addr, ifs []Interface) (up, ok bool, err error) {
+	fam, i := uint8(rtnl.FamilyIPv4), 0
+	if ip.Is6() && !ip.Is4In6() {
+		fam, i = rtnl.FamilyIPv6, 1
+	}
+	if !l.read[i] && !l.probe {
+		l.read[i] = true
+		rs, err := rtnl.DumpRoutes(fam)
+		if errors.Is(err, errors.ErrUnsupported) {
+			l.probe = true
+		} else {
+			l.err[i] = err
+		}
+		for _, r := range rs {
+			if r.Type == rtnl.TypeLocal && r.Table == rtnl.TableLocal {
+				l.routes[i] = append(l.routes[i], r)
+			}
+		}
+	}
+	if l.probe {
+		return true, probeBind(ip), nil
+	}
+	if l.err[i] != nil {
+		return false, false, l.err[i]
+	}
+	zone := 0 // the interface a zoned (link-local) address must be local on
+	if z := ip.Zone(); z != "" {
+		for _, ifc := range ifs {
+			if ifc.Name == z || strconv.Itoa(ifc.Index) == z {
+				zone = ifc.Index
+			}
+		}
+		if zone == 0 {
+			return false, false, nil
+		}
+	}
+	bare := ip.WithZone("").Unmap()
+	best := -1
+	var out uint32
+	for _, r := range l.routes[i] {
+		if pfx := r.Prefix(); pfx.Contains(bare) && pfx.Bits() > best &&
+			(zone == 0 || r.OutIndex == 0 || int(r.OutIndex) == zone) {
+			best, out = pfx.Bits(), r.OutIndex
+		}
+	}
+	if best < 0 {
+		return false, false, nil
+	}
+	for _, ifc := range ifs {
+		if ifc.Index == int(out) {
+			return ifc.Flags&net.FlagUp != 0, true, nil
+		}
+	}
+	return true, true, nil
+}
+
+// probeBind reports whether a UDP socket can bind ip (port 0, no
+// FreeBind): the portable test of a local address.
+func probeBind(ip netip.Addr) bool {
+	c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, 0)))
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
 }
 
 func (w *addrWatcher) report(e Event) {
