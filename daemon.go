@@ -142,15 +142,15 @@ type Daemon struct {
 	mu        sync.Mutex
 	listeners map[listenKey]*Pipe
 	keys      map[*Pipe]listenKey
-	reserved  int                  // listeners that calls in progress may still add
-	binding   map[listenKey]bool   // fixed-port keys that calls in progress are binding
-	cb        MsgCallback          // set by AddMsgCB
+	reserved  int                // listeners that calls in progress may still add
+	binding   map[listenKey]bool // fixed-port keys that calls in progress are binding
+	cb        MsgCallback        // set by AddMsgCB
 	cbSet     bool
 	closed    bool
-	own       group                // calls in progress, listeners and the watcher, for Shutdown
-	limit     *connLimit           // MaxConns, made with the first listener
-	watch     *addrWatcher   // the address watcher, started with the first listener
-	follows   []*follow      // ListenAll calls in follow mode
+	own       group        // calls in progress, listeners and the watcher, for Shutdown
+	limit     *connLimit   // MaxConns, made with the first listener
+	watch     *addrWatcher // the address watcher, started with the first listener
+	follows   []*follow    // ListenAll calls in follow mode
 }
 
 // listenKey is P2PD's servers[af][proto][port][ip].

@@ -583,9 +583,13 @@ func hostileCases() []hostileCase {
 
 		// ---- Pipe methods ----
 		{name: "Send/closed UDP server", is: []error{ErrPipeClosed},
-			call: func(e *hostileEnv) error { return e.closedUDPSrv.Send([]byte("x"), Peer{AddrPort: e.udpCli.LocalAddr()}) }},
+			call: func(e *hostileEnv) error {
+				return e.closedUDPSrv.Send([]byte("x"), Peer{AddrPort: e.udpCli.LocalAddr()})
+			}},
 		{name: "Send/closed TCP server", is: []error{ErrPipeClosed},
-			call: func(e *hostileEnv) error { return e.closedTCPSrv.Send([]byte("x"), Peer{AddrPort: e.tcpCli.LocalAddr()}) }},
+			call: func(e *hostileEnv) error {
+				return e.closedTCPSrv.Send([]byte("x"), Peer{AddrPort: e.tcpCli.LocalAddr()})
+			}},
 		{name: "Send/closed TCP client", is: []error{ErrPipeClosed},
 			call: func(e *hostileEnv) error { return e.closedTCPCli.Send([]byte("x"), Peer{}) }},
 		{name: "Send/closed UDP client", is: []error{ErrPipeClosed},
@@ -593,9 +597,13 @@ func hostileCases() []hostileCase {
 		{name: "Send/UDP server without destination", is: []error{ErrInvalid},
 			call: func(e *hostileEnv) error { return e.udpSrv.Send([]byte("x"), Peer{}) }},
 		{name: "Send/UDP server to port 0", errno: syscall.EINVAL,
-			call: func(e *hostileEnv) error { return e.udpSrv.Send([]byte("x"), Peer{AddrPort: netip.MustParseAddrPort("127.0.0.1:0")}) }},
+			call: func(e *hostileEnv) error {
+				return e.udpSrv.Send([]byte("x"), Peer{AddrPort: netip.MustParseAddrPort("127.0.0.1:0")})
+			}},
 		{name: "Send/IPv4 UDP server to an IPv6 address", is: []error{ErrFamilyUnsupported},
-			call: func(e *hostileEnv) error { return e.udpSrv.Send([]byte("x"), Peer{AddrPort: netip.MustParseAddrPort("[::1]:9")}) }},
+			call: func(e *hostileEnv) error {
+				return e.udpSrv.Send([]byte("x"), Peer{AddrPort: netip.MustParseAddrPort("[::1]:9")})
+			}},
 		{name: "Send/UDP server to a bad zone", is: []error{ErrNoInterface},
 			call: func(e *hostileEnv) error {
 				if e.nsUDP6 == nil {
@@ -604,13 +612,19 @@ func hostileCases() []hostileCase {
 				return e.nsUDP6.Send([]byte("x"), Peer{AddrPort: netip.MustParseAddrPort("[fe80::1%nosuchif0]:9")})
 			}},
 		{name: "Send/TCP server to an unknown client", is: []error{ErrNoClient},
-			call: func(e *hostileEnv) error { return e.tcpSrv.Send([]byte("x"), Peer{AddrPort: netip.MustParseAddrPort("127.0.0.1:9")}) }},
+			call: func(e *hostileEnv) error {
+				return e.tcpSrv.Send([]byte("x"), Peer{AddrPort: netip.MustParseAddrPort("127.0.0.1:9")})
+			}},
 		{name: "Send/TCP server without destination", is: []error{ErrNoClient},
 			call: func(e *hostileEnv) error { return e.tcpSrv.Send([]byte("x"), Peer{}) }},
 		{name: "Send/TCP client to another address", is: []error{ErrInvalid},
-			call: func(e *hostileEnv) error { return e.tcpCli.Send([]byte("x"), Peer{AddrPort: netip.MustParseAddrPort("127.0.0.1:9")}) }},
+			call: func(e *hostileEnv) error {
+				return e.tcpCli.Send([]byte("x"), Peer{AddrPort: netip.MustParseAddrPort("127.0.0.1:9")})
+			}},
 		{name: "Send/UDP client to another address", is: []error{ErrInvalid},
-			call: func(e *hostileEnv) error { return e.udpCli.Send([]byte("x"), Peer{AddrPort: netip.MustParseAddrPort("127.0.0.1:9")}) }},
+			call: func(e *hostileEnv) error {
+				return e.udpCli.Send([]byte("x"), Peer{AddrPort: netip.MustParseAddrPort("127.0.0.1:9")})
+			}},
 		{name: "Send/frame over MaxMsgSize", is: []error{ErrFrameTooLarge},
 			call: func(e *hostileEnv) error { return e.framedCli.Send(make([]byte, 100), Peer{}) }},
 		{name: "Send/newline in a FrameLine message", is: []error{ErrInvalid},

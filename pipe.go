@@ -122,14 +122,14 @@ type Pipe struct {
 	quit     chan struct{} // closed when the pipe starts closing
 	done     chan struct{} // closed when the pipe has ended
 
-	mu      sync.Mutex
-	reason  error
-	conns   map[*Pipe]struct{}       // TCP server: live connections (made at the first)
-	byAddr  map[netip.AddrPort]*Pipe // TCP server: connections by peer
-	acceptQ []*Pipe                  // TCP server: live connections Accept has not taken yet
-	acceptW chan struct{}            // TCP server: closed (and replaced) when acceptQ grows
-	dropped atomic.Uint64            // TCP server: connections Accept never saw
-	stats   pipeCounters
+	mu       sync.Mutex
+	reason   error
+	conns    map[*Pipe]struct{}       // TCP server: live connections (made at the first)
+	byAddr   map[netip.AddrPort]*Pipe // TCP server: connections by peer
+	acceptQ  []*Pipe                  // TCP server: live connections Accept has not taken yet
+	acceptW  chan struct{}            // TCP server: closed (and replaced) when acceptQ grows
+	dropped  atomic.Uint64            // TCP server: connections Accept never saw
+	stats    pipeCounters
 	evicting int  // TCP server: evicted connections not ended yet (mu)
 	evicted  bool // TCP connection: closed for a newcomer (parent's mu)
 

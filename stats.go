@@ -5,38 +5,38 @@ import "sync/atomic"
 // PipeStats are a pipe's counters, read with [Pipe.Stats]. Counters only
 // grow; the ones that do not apply to a pipe stay zero.
 type PipeStats struct {
-	Conns        int    // TCP server: connections open now
-	Accepted     uint64 // TCP server: connections accepted and served
-	Rejected     uint64 // TCP server: connections closed at once over MaxConns (the pipe's or the Daemon's)
-	Evicted      uint64 // TCP server: silent connections closed to make room for new ones (ErrEvicted)
-	WriteTimeouts uint64 // TCP: connections closed because the peer did not take a Send (ErrWriteTimeout); a server counts its connections'
-	Unhandled    uint64 // messages that no MsgCB, subscription or link took; a server counts its connections'
+	Conns           int    // TCP server: connections open now
+	Accepted        uint64 // TCP server: connections accepted and served
+	Rejected        uint64 // TCP server: connections closed at once over MaxConns (the pipe's or the Daemon's)
+	Evicted         uint64 // TCP server: silent connections closed to make room for new ones (ErrEvicted)
+	WriteTimeouts   uint64 // TCP: connections closed because the peer did not take a Send (ErrWriteTimeout); a server counts its connections'
+	Unhandled       uint64 // messages that no MsgCB, subscription or link took; a server counts its connections'
 	ShutdownDropped uint64 // UDP: datagrams read in a batch but not handed to the callback because the pipe was shutting down
-	AcceptErrors uint64 // TCP server: failed accepts retried after a backoff (out of descriptors, ...)
-	NotQueued    uint64 // TCP server: served connections that Accept's full queue did not keep
-	RecvDropped  uint64 // UDP: datagrams the system dropped for a full receive buffer (Linux; 0 elsewhere)
-	SendDropped  uint64 // UDP: queued replies the system refused (see PipeConfig.UDPBatch)
-	SubDropped   uint64 // messages that full subscription queues dropped
-	Panics       uint64 // callbacks that panicked (recovered); a server counts its connections'
+	AcceptErrors    uint64 // TCP server: failed accepts retried after a backoff (out of descriptors, ...)
+	NotQueued       uint64 // TCP server: served connections that Accept's full queue did not keep
+	RecvDropped     uint64 // UDP: datagrams the system dropped for a full receive buffer (Linux; 0 elsewhere)
+	SendDropped     uint64 // UDP: queued replies the system refused (see PipeConfig.UDPBatch)
+	SubDropped      uint64 // messages that full subscription queues dropped
+	Panics          uint64 // callbacks that panicked (recovered); a server counts its connections'
 }
 
 type pipeCounters struct {
-	accepted, rejected, acceptErrors, panics atomic.Uint64
+	accepted, rejected, acceptErrors, panics           atomic.Uint64
 	evicted, writeTimeouts, unhandled, shutdownDropped atomic.Uint64
 }
 
 // Stats returns the pipe's counters.
 func (p *Pipe) Stats() PipeStats {
 	s := PipeStats{
-		Accepted:     p.stats.accepted.Load(),
-		Rejected:     p.stats.rejected.Load(),
-		Evicted:      p.stats.evicted.Load(),
-		WriteTimeouts: p.stats.writeTimeouts.Load(),
-		Unhandled:    p.stats.unhandled.Load(),
+		Accepted:        p.stats.accepted.Load(),
+		Rejected:        p.stats.rejected.Load(),
+		Evicted:         p.stats.evicted.Load(),
+		WriteTimeouts:   p.stats.writeTimeouts.Load(),
+		Unhandled:       p.stats.unhandled.Load(),
 		ShutdownDropped: p.stats.shutdownDropped.Load(),
-		AcceptErrors: p.stats.acceptErrors.Load(),
-		NotQueued:    p.dropped.Load(),
-		Panics:       p.stats.panics.Load(),
+		AcceptErrors:    p.stats.acceptErrors.Load(),
+		NotQueued:       p.dropped.Load(),
+		Panics:          p.stats.panics.Load(),
 	}
 	p.mu.Lock()
 	s.Conns = len(p.conns)

@@ -15,7 +15,7 @@ import (
 // receiver.
 type Msg struct {
 	Data []byte
-	From Peer // the sender, and where it arrived: answer with Pipe.Send(reply, From)
+	From Peer  // the sender, and where it arrived: answer with Pipe.Send(reply, From)
 	Pipe *Pipe // the pipe it arrived on (for a TCP server: the connection's pipe)
 }
 

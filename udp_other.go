@@ -8,15 +8,15 @@ import "net/netip"
 // sent one by one.
 type udpBatch struct{}
 
-func (p *Pipe) initBatch()                                             {}
-func (p *Pipe) initBatchBound(Family, netip.AddrPort)                  {}
-func (p *Pipe) udpBatchLoop() error                                    { return p.udpReadLoop() }
-func (p *Pipe) recvDropped() uint64                                    { return 0 }
-func (u *udpBatch) queue(*Pipe, []byte, netip.AddrPort, Peer) bool     { return false }
-func (u *udpBatch) close()                                             {}
+func (p *Pipe) initBatch()                                         {}
+func (p *Pipe) initBatchBound(Family, netip.AddrPort)              {}
+func (p *Pipe) udpBatchLoop() error                                { return p.udpReadLoop() }
+func (p *Pipe) recvDropped() uint64                                { return 0 }
+func (u *udpBatch) queue(*Pipe, []byte, netip.AddrPort, Peer) bool { return false }
+func (u *udpBatch) close()                                         {}
 func (u *udpBatch) direct(*Pipe, []byte, netip.AddrPort, Peer) (bool, error) {
 	return false, nil
 }
-func (u *udpBatch) holdsBuffers() bool                                 { return false }
-func (u *udpBatch) sendDropped() uint64                                { return 0 }
-func (p *Pipe) numericZone(to netip.AddrPort) (netip.AddrPort, error)  { return resolveZone(to) }
+func (u *udpBatch) holdsBuffers() bool                                { return false }
+func (u *udpBatch) sendDropped() uint64                               { return 0 }
+func (p *Pipe) numericZone(to netip.AddrPort) (netip.AddrPort, error) { return resolveZone(to) }
