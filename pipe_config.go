@@ -110,9 +110,11 @@ type PipeConfig struct {
 	// callback that blocks holds the replies queued before it, up to about
 	// 100 ms, when a watchdog sends them. A queued Send returns nil; should
 	// the system then refuse the datagram, it is dropped and logged.
-	// Receive buffers come from a pool while datagrams arrive: an idle pipe
-	// holds none. Zero or negative: DefaultUDPBatch; 1: one datagram per
-	// call, every Send at once.
+	// Receive buffers (UDPBatch × BufferSize bytes of Go heap) come from a
+	// pool while datagrams arrive: an idle pipe holds none, and the GC
+	// frees those no pipe has taken for a while. Zero or negative:
+	// DefaultUDPBatch; 1: one datagram per call, every Send at once. A
+	// read takes at most 1024 (Linux's limit).
 	UDPBatch int
 
 	// Framing sets the message boundaries on TCP. Zero: FrameRaw.

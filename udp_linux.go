@@ -146,9 +146,7 @@ func (u *udpBatch) direct(p *Pipe, msg []byte, to netip.AddrPort, peer Peer) (ha
 // only while there is something to read.
 func (u *udpBatch) readFn(fd uintptr) bool {
 	if u.recv == nil {
-		if u.recv, u.rerr = mmsg.GetRecv(u.n, u.slot, u.pktinfo); u.rerr != nil {
-			return true
-		}
+		u.recv = mmsg.GetRecv(u.n, u.slot, u.pktinfo)
 		u.holding.Store(true)
 	}
 	u.nrecv, u.rerr = u.recv.Recv(fd)

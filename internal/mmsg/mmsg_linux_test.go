@@ -105,10 +105,7 @@ func TestBatchRoundTrip(t *testing.T) {
 			}
 			sendAll(t, tx, s)
 
-			b, err := GetRecv(8, 64, false)
-			if err != nil {
-				t.Fatal(err)
-			}
+			b := GetRecv(8, 64, false)
 			defer PutRecv(b)
 			got, from, trunc := recvAll(t, rx, b, len(want))
 			txAddr := tx.LocalAddr().(*net.UDPAddr).AddrPort()
@@ -182,10 +179,7 @@ func TestSendErrorSkips(t *testing.T) {
 	if len(errs) != 1 || !errors.Is(errs[0], unix.EINVAL) {
 		t.Fatalf("errors %v, want one EINVAL", errs)
 	}
-	b, err := GetRecv(4, 16, false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := GetRecv(4, 16, false)
 	defer PutRecv(b)
 	got, _, _ := recvAll(t, rx, b, 2)
 	if string(got[0]) != "ok1" || string(got[1]) != "ok2" {
@@ -194,41 +188,31 @@ func TestSendErrorSkips(t *testing.T) {
 }
 
 func TestRecvPool(t *testing.T) {
-	a, err := GetRecv(3, 100, false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := GetRecv(3, 100, false)
 	if a.Len() != 3 || len(a.mem) != 300 {
 		t.Fatalf("batch of %d slots, %d bytes", a.Len(), len(a.mem))
 	}
-	PutRecv(a)
-	b, _ := GetRecv(3, 100, false)
-	if b != a {
+	// Put back and taken again on one goroutine: reused. (Under the race
+	// detector sync.Pool drops a Put in four at random: a few tries.)
+	reused := false
+	for range 10 {
+		PutRecv(a)
+		b := GetRecv(3, 100, false)
+		if reused = b == a; reused {
+			break
+		}
+		a = b
+	}
+	if !reused {
 		t.Error("pool did not reuse the batch")
 	}
-	// Beyond keep(), batches are unmapped when put back.
-	var bs []*RecvBatch
-	for range keep() + 3 {
-		x, err := GetRecv(3, 100, false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		bs = append(bs, x)
+	PutRecv(a)
+	if c := GetRecv(0, 1<<30, false); c.Len() != 1 || c.slot != MaxSlot {
+		t.Errorf("clamping: %d slots of %d", c.Len(), c.slot)
+	} else {
+		PutRecv(c)
 	}
-	bs = append(bs, b)
-	for _, x := range bs {
-		PutRecv(x)
-	}
-	unmapped := 0
-	for _, x := range bs {
-		if x.mem == nil {
-			unmapped++
-		}
-	}
-	if unmapped != len(bs)-keep() {
-		t.Errorf("%d batches unmapped, want %d", unmapped, len(bs)-keep())
-	}
-	if c, _ := GetRecv(0, 1<<30, false); c.Len() != 1 || c.slot != MaxSlot {
+	if c := GetRecv(1<<20, 1, false); c.Len() != MaxBatch || c.slot != 1 {
 		t.Errorf("clamping: %d slots of %d", c.Len(), c.slot)
 	} else {
 		PutRecv(c)
@@ -360,10 +344,7 @@ func TestPktinfoReceived(t *testing.T) {
 	}
 	defer tx.Close()
 	tx.Write([]byte("to 127.0.0.3"))
-	b, err := GetRecv(2, 64, true)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := GetRecv(2, 64, true)
 	defer PutRecv(b)
 	recvAll(t, rx, b, 1)
 	pi, ok := ParsePktinfo(b.Ctrl(0))
