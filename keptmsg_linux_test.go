@@ -33,12 +33,12 @@ func TestUDPKeptMsg(t *testing.T) {
 		mu.Unlock()
 	}
 	srv := listen(t, UDP, loopRoute(t, IPv4), &PipeConfig{BufferSize: slot,
-		MsgCB: MsgCallbackFunc(func(msg []byte, from netip.AddrPort, p *Pipe) {
+		MsgCB: MsgCallbackFunc(func(msg []byte, from Peer, p *Pipe) {
 			keep(msg)
 			p.Send(msg, from)
 		})})
 	var echoes atomic.Int64
-	ccfg := &PipeConfig{BufferSize: slot, MsgCB: MsgCallbackFunc(func(msg []byte, _ netip.AddrPort, _ *Pipe) {
+	ccfg := &PipeConfig{BufferSize: slot, MsgCB: MsgCallbackFunc(func(msg []byte, _ Peer, _ *Pipe) {
 		keep(msg)
 		echoes.Add(1)
 		time.Sleep(100 * time.Microsecond) // holding its batch, as the others take theirs
@@ -82,7 +82,7 @@ func TestUDPKeptMsg(t *testing.T) {
 			msg := make([]byte, size)
 			for j := 0; j < perClient && time.Now().Before(deadline); j++ {
 				copy(msg, fmt.Appendf(nil, "client %02d datagram %04d ", i, j))
-				p.Send(msg, netip.AddrPort{})
+				p.Send(msg, Peer{AddrPort: netip.AddrPort{}})
 				if j%16 == 15 {
 					time.Sleep(100 * time.Microsecond) // bursts, not only drops
 				}
