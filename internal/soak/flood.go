@@ -41,7 +41,7 @@ const (
 	floodFor     = 3 * time.Second
 	floodPause   = time.Second
 	recoverWait  = 5 * time.Second
-	floodHeapMax = 8 << 20
+	floodHeapMax = 16 << 20 // receive batches are Go heap (2 MiB each at the defaults), pooled while busy
 	floodSize    = 200 // bytes per flood datagram
 )
 
