@@ -31,7 +31,7 @@ func (c *churn) run(ctx context.Context, wg *sync.WaitGroup) {
 		go func() {
 			defer wg.Done()
 			for i := 0; ctx.Err() == nil; i++ {
-				id := uint32(1<<31 | w<<20 | i&0xfffff)
+				id := 1<<31 | uint32(w)<<20 | uint32(i)&0xfffff
 				c.once(ctx, id, c.addrs[(w+i)%len(c.addrs)])
 				sleepCtx(ctx, churnPause)
 			}

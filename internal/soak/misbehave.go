@@ -37,7 +37,7 @@ func (m *misbehave) run(ctx context.Context, wg *sync.WaitGroup) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			m.client(ctx, uint32(3<<30|w))
+			m.client(ctx, 3<<30|uint32(w))
 		}()
 	}
 }

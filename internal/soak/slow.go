@@ -62,7 +62,7 @@ func (s *slow) run(ctx context.Context, wg *sync.WaitGroup) {
 		}()
 		go func() {
 			defer wg.Done()
-			s.normalClient(ctx, uint32(2<<30|w))
+			s.normalClient(ctx, 2<<30|uint32(w))
 		}()
 	}
 }
