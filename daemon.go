@@ -148,6 +148,7 @@ type Daemon struct {
 	cbSet     bool
 	closed    bool
 	own       group        // calls in progress, listeners and the watcher, for Shutdown
+	dog       watcher      // the watchdog of the listeners\' blocked UDP batches
 	limit     *connLimit   // MaxConns, made with the first listener
 	watch     *addrWatcher // the address watcher, started with the first listener
 	follows   []*follow    // ListenAll calls in follow mode
@@ -198,6 +199,7 @@ func (d *Daemon) pipeConfig() *PipeConfig {
 	}
 	c.ended = d.forget
 	c.group = &d.own
+	c.dog = &d.dog
 	if d.limit == nil && d.MaxConns >= 0 {
 		d.limit = &connLimit{max: int64(cmp.Or(d.MaxConns, DefaultDaemonMaxConns))}
 	}

@@ -163,6 +163,9 @@ func copyConfig(c *PipeConfig) (*PipeConfig, error) {
 	if !cfg.Framing.valid() {
 		return nil, fmt.Errorf("p2pd: %w: framing %v", ErrInvalid, cfg.Framing)
 	}
+	if cfg.dog == nil {
+		cfg.dog = new(watcher) // the call's own; a Daemon passes its one
+	}
 	return &cfg, nil
 }
 

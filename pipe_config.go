@@ -176,6 +176,7 @@ type PipeConfig struct {
 
 	ended func(*Pipe) // the owner's hook for a server pipe that ended, after OnEnd
 	group *group      // the owner's count of running server pipes, or nil
+	dog   *watcher    // the owner's watchdog of blocked UDP batches
 	limit *connLimit  // the owner's cap on connections over all its pipes, or nil
 }
 

@@ -312,7 +312,7 @@ func (u *udpBatch) begin() {
 		u.since.Store(watchClock())
 	}
 	u.mu.Unlock()
-	watchdog.wake(u)
+	u.p.cfg.dog.wake(u)
 }
 
 // end sends what is queued and stops queueing.
@@ -408,7 +408,7 @@ func (u *udpBatch) failed(err error, n int) {
 // attempt that does not wait.
 func (u *udpBatch) close() {
 	u.mu.Lock()
-	defer watchdog.forget(u) // after Unlock: the watchdog may be waiting for mu
+	defer u.p.cfg.dog.forget(u) // after Unlock: the watchdog may be waiting for mu
 	defer u.mu.Unlock()
 	if u.closed {
 		return

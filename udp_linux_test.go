@@ -94,9 +94,10 @@ func TestUDPBatchEcho(t *testing.T) {
 	}
 	// The watchdog ran while batches did; closing the last pipe ends it.
 	p.Close()
-	watchdog.mu.Lock()
-	running := watchdog.running
-	watchdog.mu.Unlock()
+	dog := p.cfg.dog
+	dog.mu.Lock()
+	running := dog.running
+	dog.mu.Unlock()
 	if running {
 		t.Error("the batch watchdog still runs after its last pipe closed")
 	}

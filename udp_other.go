@@ -20,3 +20,6 @@ func (u *udpBatch) direct(*Pipe, []byte, netip.AddrPort, Peer) (bool, error) {
 func (u *udpBatch) holdsBuffers() bool                                { return false }
 func (u *udpBatch) sendDropped() uint64                               { return 0 }
 func (p *Pipe) numericZone(to netip.AddrPort) (netip.AddrPort, error) { return resolveZone(to) }
+
+// watcher is Linux's watchdog of blocked UDP batches (udp_watch_linux.go).
+type watcher struct{}

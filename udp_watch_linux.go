@@ -10,8 +10,9 @@ import (
 // any batch that began more than stuckAfter ago, so a reply waits at most
 // about twice that. Batches that end normally, in microseconds, never meet
 // it. One goroutine serves the whole process, only while batches are being
-// dispatched: it ends when the last pipe it watches closes (Close waits for
-// that), or after idleTicks ticks without batches.
+// dispatched: it ends when the last pipe it watches closes, or after
+// idleTicks ticks without batches. It belongs to its owner: a Daemon has
+// one for all its listeners, a Listen or Serve* call one for its pipe.
 //
 // The period is a trade: on a busy 2-core machine, ticking every 1 to 10 ms
 // cost 8-10% of UDP echo throughput (bench/), every 50 ms nothing
@@ -25,8 +26,6 @@ var watchEpoch = time.Now()
 
 // watchClock is a monotonic clock in nanoseconds, never 0.
 func watchClock() int64 { return int64(time.Since(watchEpoch)) + 1 }
-
-var watchdog watcher
 
 type watcher struct {
 	mu      sync.Mutex
