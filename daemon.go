@@ -139,6 +139,7 @@ type Daemon struct {
 	closed    bool
 	calls     sync.WaitGroup // calls in progress that may open listeners
 	limit     *connLimit     // MaxConns, made with the first listener
+	budget    *budget        // Pipe.MaxBuffered, made with the first listener
 	watch     *addrWatcher   // the address watcher, started with the first listener
 	follows   []*follow      // ListenAll calls in follow mode
 }
@@ -191,6 +192,10 @@ func (d *Daemon) pipeConfig() *PipeConfig {
 		d.limit = &connLimit{max: int64(cmp.Or(d.MaxConns, DefaultDaemonMaxConns))}
 	}
 	c.limit = d.limit
+	if d.budget == nil {
+		d.budget = d.Pipe.newBudget() // nil: no limit
+	}
+	c.budget = d.budget
 	c.Logger = d.logger()
 	return &c
 }

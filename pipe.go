@@ -38,6 +38,9 @@ var (
 	// ErrBadFrame ends a TCP connection that receives a malformed frame:
 	// one cut short by the end of the connection.
 	ErrBadFrame = errors.New("p2pd: bad frame")
+	// ErrOverBudget ends a TCP connection whose partial frame would take
+	// the bytes buffered for partial frames over PipeConfig.MaxBuffered.
+	ErrOverBudget = errors.New("p2pd: partial frames over budget")
 	// ErrAddrInUse is wrapped by a BindError when the address is taken
 	// (EADDRINUSE); the system error is wrapped too.
 	ErrAddrInUse = errors.New("p2pd: address in use")
@@ -141,6 +144,9 @@ func copyConfig(c *PipeConfig) (*PipeConfig, error) {
 	}
 	if !cfg.Framing.valid() {
 		return nil, fmt.Errorf("p2pd: %w: framing %v", ErrInvalid, cfg.Framing)
+	}
+	if cfg.budget == nil {
+		cfg.budget = cfg.newBudget()
 	}
 	return &cfg, nil
 }
@@ -1046,6 +1052,7 @@ func (p *Pipe) readLoop() error {
 	cfg := p.cfg
 	cr := newConnReader(cfg.Framing, cfg.maxMsgSize(), cfg.bufferSize(TCP), p.deliverTCP)
 	cr.stopped = p.closed.Load
+	cr.budget = cfg.budget
 	if p.rc != nil {
 		cr.rc = p.rc
 	} else {
@@ -1103,6 +1110,8 @@ func (p *Pipe) readLoop() error {
 			return fmt.Errorf("%w: nothing received for %v", ErrIdleTimeout, idle)
 		case errors.Is(err, io.EOF):
 			return io.EOF
+		case errors.Is(err, ErrOverBudget):
+			p.countOverBudget()
 		}
 		return err
 	}
