@@ -37,11 +37,14 @@
 // (more are closed at once and counted); an accepted connection that sends
 // nothing for [DefaultIdleTimeout] is closed, and so is one that takes more
 // than [DefaultReadTimeout] to deliver a framed message; a framed message
-// is at most [DefaultMaxMsgSize]; subscription queues are bounded. A
-// panicking callback costs one message. Failed accepts (out of
-// descriptors) back off up to a second. [Pipe.Stats] and [Daemon.Stats]
-// count connections, rejections, accept errors, datagrams the kernel
-// dropped, replies refused and panics.
+// is at most [DefaultMaxMsgSize], and a connection holds memory only for
+// the bytes of a partial frame it received, [DefaultMaxBuffered] at most
+// over a listener's connections (more closes them); subscription queues
+// are bounded. A panicking callback costs one message. Failed accepts (out
+// of descriptors) back off up to a second. [Pipe.Stats] and
+// [Daemon.Stats] count connections, rejections, accept errors, datagrams
+// the kernel dropped, replies refused, panics and connections over the
+// budget.
 //
 // A daemon checks every [DefaultWatchInterval] that its listeners'
 // addresses are still on an interface that is up, and reports changes to
