@@ -148,8 +148,9 @@ type Daemon struct {
 	cbSet     bool
 	closed    bool
 	own       group        // calls in progress, listeners and the watcher, for Shutdown
-	dog       watcher      // the watchdog of the listeners\' blocked UDP batches
+	dog       watcher      // the watchdog of the listeners' blocked UDP batches
 	limit     *connLimit   // MaxConns, made with the first listener
+	budget    *budget      // Pipe.MaxBuffered, made with the first listener
 	watch     *addrWatcher // the address watcher, started with the first listener
 	follows   []*follow    // ListenAll calls in follow mode
 }
@@ -204,6 +205,10 @@ func (d *Daemon) pipeConfig() *PipeConfig {
 		d.limit = &connLimit{max: int64(cmp.Or(d.MaxConns, DefaultDaemonMaxConns))}
 	}
 	c.limit = d.limit
+	if d.budget == nil {
+		d.budget = d.Pipe.newBudget() // nil: no limit
+	}
+	c.budget = d.budget
 	c.Logger = d.logger()
 	return &c
 }

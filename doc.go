@@ -48,12 +48,14 @@
 // for [DefaultIdleTimeout] is closed, and so is one that takes more than
 // [DefaultReadTimeout] to deliver a framed message, or whose peer takes
 // none of a reply for [DefaultWriteTimeout]; a framed message is at most
-// [DefaultMaxMsgSize]; subscription and accept queues are bounded. A
-// panicking callback costs one message. Failed accepts (out of
-// descriptors) back off up to a second. [Pipe.Stats] and [Daemon.Stats]
-// count connections, rejections, evictions, timeouts, accept errors,
-// datagrams the kernel dropped, replies refused, messages nothing took and
-// panics.
+// [DefaultMaxMsgSize], and a connection holds memory only for the bytes of
+// a partial frame it received, [DefaultMaxBuffered] at most over a
+// listener's connections (more closes them); subscription and accept
+// queues are bounded. A panicking callback costs one message. Failed
+// accepts (out of descriptors) back off up to a second. [Pipe.Stats] and
+// [Daemon.Stats] count connections, rejections, evictions, timeouts,
+// connections over the budget, accept errors, datagrams the kernel
+// dropped, replies refused, messages nothing took and panics.
 //
 // A daemon checks every [DefaultWatchInterval] that its listeners'
 // addresses are still on an interface that is up, and reports changes to

@@ -153,14 +153,19 @@ var writeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &
 // connReader reads the messages of one TCP connection and hands each to
 // deliver, which must not keep the slice.
 //
-// Buffers: on Unix, a plain TCP connection is read through its RawConn
-// the way the net package reads it (try read(2), wait for readiness on
-// EAGAIN), so that the buffer goes back to the pool before waiting when
-// no partial frame is pending: an idle connection holds no buffer. TLS
+// Buffers: complete frames are delivered straight out of a pooled read
+// buffer. On Unix, a plain TCP connection is read through its RawConn the
+// way the net package reads it (try read(2), wait for readiness on
+// EAGAIN), so that the pooled buffer goes back to the pool before every
+// wait: an idle connection holds no buffer, and one inside a partial frame
+// holds a carry buffer of the frame's bytes received so far. A frame that
+// does not fit the pooled buffer is carried too: the carry grows with the
+// bytes received, doubling, up to what the frame needs (MaxMsgSize plus
+// header at most), and is dropped once the frame is delivered. Carry
+// buffers are charged to the pipe's budget (PipeConfig.MaxBuffered). TLS
 // connections, and other systems, read through net.Conn.Read and hold one
-// buffer for the connection's life (a tls.Conn holds its own buffers
-// anyway). A frame larger than the pooled size gets a buffer of its own,
-// at most MaxMsgSize plus header, dropped once the frame is delivered.
+// pooled buffer for the connection's life (a tls.Conn holds its own
+// buffers anyway), carrying only frames larger than it.
 type connReader struct {
 	src     io.Reader       // plain path
 	rc      syscall.RawConn // raw path, nil when src is used
@@ -172,14 +177,15 @@ type connReader struct {
 	max     int
 	size    int
 	pool    *sync.Pool
+	budget  *budget // charged for carry buffers; nil: no cap
 
-	bufp  *[]byte // the pooled buffer, nil if buf is not pooled
-	buf   []byte
-	r, w  int
-	skip  int // FrameLine: bytes of buf[r:w] with no '\n'
-	n     int // raw path results
-	again bool
-	err   error
+	bufp    *[]byte // the pooled buffer, nil if buf is a carry (or nil)
+	buf     []byte
+	r, w    int
+	skip    int // FrameLine: bytes of buf[r:w] with no '\n'
+	charged int // bytes of the budget the carry holds
+	n       int // raw path results
+	err     error
 }
 
 func newConnReader(f Framing, max, size int, deliver func([]byte)) *connReader {
@@ -200,12 +206,13 @@ func (cr *connReader) getBuf() {
 	cr.buf = *cr.bufp
 }
 
-// release drops the buffer; only when no data is pending.
+// release drops the buffers and what they hold, and gives the budget back.
 func (cr *connReader) release() {
 	if cr.bufp != nil {
 		cr.pool.Put(cr.bufp)
 	}
-	cr.bufp, cr.buf = nil, nil
+	cr.budget.give(cr.charged)
+	cr.bufp, cr.buf, cr.charged = nil, nil, 0
 	cr.r, cr.w, cr.skip = 0, 0, 0
 }
 
@@ -213,15 +220,40 @@ func (cr *connReader) release() {
 func (cr *connReader) pending() bool { return cr.r < cr.w }
 
 // rawRead is the RawConn.Read callback: read once; on EAGAIN give the
-// buffer back (if nothing is pending) and let the poller wait.
+// pooled buffer back, keeping a partial frame in a carry, and let the
+// poller wait.
 func (cr *connReader) rawRead(fd uintptr) bool {
+	if cr.bufp == nil && cr.buf != nil && cr.w == len(cr.buf) && len(cr.buf) < cr.size {
+		// The carry made for the wait (full, smaller than a pooled
+		// buffer): read after its bytes in a pooled buffer, and move them
+		// there only if something came.
+		have := cr.w - cr.r
+		bp := cr.pool.Get().(*[]byte)
+		n, again, err := readRaw(fd, (*bp)[have:])
+		if again {
+			cr.pool.Put(bp)
+			return false
+		}
+		copy(*bp, cr.buf[cr.r:cr.w])
+		cr.dropCarry()
+		cr.bufp, cr.buf, cr.r, cr.w = bp, *bp, 0, have
+		cr.n, cr.err = n, err
+		return true
+	}
 	if cr.buf == nil {
 		cr.getBuf()
 	}
 	n, again, err := readRaw(fd, cr.buf[cr.w:])
 	if again {
-		if !cr.pending() {
+		switch {
+		case !cr.pending():
 			cr.release()
+		case cr.bufp != nil:
+			// Wait with the partial frame's bytes only.
+			if err := cr.toCarry(cr.w - cr.r); err != nil {
+				cr.n, cr.err = 0, err
+				return true
+			}
 		}
 		return false
 	}
@@ -285,46 +317,99 @@ func (cr *connReader) consume() error {
 	}
 	if cr.r == cr.w {
 		cr.r, cr.w, cr.skip = 0, 0, 0
-		if cr.bufp == nil && cr.buf != nil {
-			cr.buf = nil // a frame-sized buffer: drop it
+		if cr.bufp == nil {
+			cr.dropCarry() // its frame is delivered
 		}
 		return nil
 	}
-	// A partial frame: make sure it can be completed.
-	have := cr.w - cr.r
-	need := have + 1
 	if cr.framing == FrameLine {
-		cr.skip = have
-		if cr.w == len(cr.buf) {
-			need = min(max(2*len(cr.buf), have+1), cr.max+1)
+		cr.skip = cr.w - cr.r
+	}
+	return cr.room()
+}
+
+// room makes room for the rest of the partial frame in buf[r:w]: where it
+// is, moved to the front, or in a carry that at most doubles the bytes
+// received and holds at most what the frame needs.
+func (cr *connReader) room() error {
+	have, need := cr.w-cr.r, cr.frameSize()
+	if cr.bufp == nil && cr.r > 0 {
+		// A carry that held a line before this one (a length-framed carry
+		// holds one frame): keep it about the size of what is left.
+		if have < cr.size {
+			cr.toPool()
+			return nil
 		}
-	} else if h := cr.framing.header(); have >= h {
-		l := 0
-		if h == 2 {
-			l = int(binary.BigEndian.Uint16(cr.buf[cr.r:]))
-		} else {
-			l = int(binary.BigEndian.Uint32(cr.buf[cr.r:]))
+		if len(cr.buf) > 2*have {
+			return cr.toCarry(min(need, 2*have))
 		}
-		need = h + l
-	} else {
-		need = h
 	}
 	if need <= len(cr.buf)-cr.r {
 		return nil // fits where it is
 	}
-	if need <= len(cr.buf) {
+	if cr.r > 0 {
 		copy(cr.buf, cr.buf[cr.r:cr.w])
 		cr.r, cr.w = 0, have
+	}
+	if cr.w < len(cr.buf) {
 		return nil
 	}
-	nb := make([]byte, need) // bounded: need <= max + header + 1
+	return cr.toCarry(min(need, 2*have))
+}
+
+// frameSize returns the most bytes the partial frame in buf[r:w] takes: a
+// length frame's header and length (its header's size until that is in),
+// or MaxMsgSize and the newline.
+func (cr *connReader) frameSize() int {
+	h := cr.framing.header()
+	switch have := cr.w - cr.r; {
+	case h == 0:
+		return cr.max + 1
+	case have < h:
+		return h
+	case h == 2:
+		return h + int(binary.BigEndian.Uint16(cr.buf[cr.r:]))
+	}
+	return h + int(binary.BigEndian.Uint32(cr.buf[cr.r:]))
+}
+
+// toCarry moves the partial frame into a carry of n bytes (at least the
+// bytes pending), charging the budget for the growth, and gives back the
+// buffer it was in. Over the budget, it changes nothing and returns an
+// error wrapping ErrOverBudget.
+func (cr *connReader) toCarry(n int) error {
+	have := cr.w - cr.r
+	if d := n - cr.charged; d > 0 && !cr.budget.take(d) {
+		return fmt.Errorf("%w: %d bytes of a partial frame, %d bytes buffered already (limit %d)",
+			ErrOverBudget, have, cr.budget.n.Load(), cr.budget.max)
+	}
+	nb := make([]byte, n)
 	copy(nb, cr.buf[cr.r:cr.w])
 	if cr.bufp != nil {
 		cr.pool.Put(cr.bufp)
 		cr.bufp = nil
 	}
-	cr.buf, cr.r, cr.w = nb, 0, have
+	if d := cr.charged - n; d > 0 {
+		cr.budget.give(d)
+	}
+	cr.buf, cr.r, cr.w, cr.charged = nb, 0, have, n
 	return nil
+}
+
+// toPool moves the partial frame from the carry into a pooled buffer; it
+// must fit.
+func (cr *connReader) toPool() {
+	have := cr.w - cr.r
+	bp := cr.pool.Get().(*[]byte)
+	copy(*bp, cr.buf[cr.r:cr.w])
+	cr.dropCarry()
+	cr.bufp, cr.buf, cr.r, cr.w = bp, *bp, 0, have
+}
+
+// dropCarry drops the carry and gives its budget back.
+func (cr *connReader) dropCarry() {
+	cr.budget.give(cr.charged)
+	cr.buf, cr.charged = nil, 0
 }
 
 // isTimeout reports a deadline error.

@@ -174,6 +174,8 @@ func decodeAll(t *testing.T, f Framing, data []byte, maxSize, bufSize, chunk int
 	cr := newConnReader(f, maxSize, bufSize, func(m []byte) { frames = append(frames, bytes.Clone(m)) })
 	limit := max(cr.size, f.maxFor(maxSize)+f.header()+1)
 	cr.src = &chunkReader{data: data, n: chunk}
+	b := &budget{max: 1 << 40}
+	cr.budget = b
 	var err error
 	for i := 0; i <= len(data)+1; i++ {
 		if err = cr.fill(); err != nil {
@@ -182,6 +184,16 @@ func decodeAll(t *testing.T, f Framing, data []byte, maxSize, bufSize, chunk int
 		if cap(cr.buf) > limit {
 			t.Fatalf("buffer grew to %d, limit %d", cap(cr.buf), limit)
 		}
+		if pending := cr.w - cr.r; cr.bufp == nil && cap(cr.buf) > 2*pending+slack {
+			t.Fatalf("a %d-byte carry for %d bytes pending", cap(cr.buf), pending)
+		}
+		if b.n.Load() != int64(cr.charged) {
+			t.Fatalf("budget %d, carry charged %d", b.n.Load(), cr.charged)
+		}
+	}
+	cr.release()
+	if b.n.Load() != 0 {
+		t.Fatalf("%d bytes of the budget not given back", b.n.Load())
 	}
 	var re []byte
 	for _, m := range frames {
@@ -208,6 +220,24 @@ func decodeAll(t *testing.T, f Framing, data []byte, maxSize, bufSize, chunk int
 	case errors.Is(err, ErrFrameTooLarge):
 	default:
 		t.Fatalf("unexpected error %v", err)
+	}
+	// The raw path, waiting after every chunk, gives the same frames and
+	// the same kind of end, holding about what it received at each wait.
+	if haveRawRead {
+		rframes, rerr := decodeRaw(t, f, data, maxSize, bufSize, chunk)
+		if len(rframes) != len(frames) {
+			t.Fatalf("raw path: %d frames, plain path %d", len(rframes), len(frames))
+		}
+		for i := range frames {
+			if !bytes.Equal(rframes[i], frames[i]) {
+				t.Fatalf("raw path: frame %d differs", i)
+			}
+		}
+		for _, e := range []error{io.EOF, ErrBadFrame, ErrFrameTooLarge} {
+			if errors.Is(rerr, e) != errors.Is(err, e) {
+				t.Fatalf("raw path ends with %v, plain path with %v", rerr, err)
+			}
+		}
 	}
 	// The same input in one piece gives the same frames.
 	var whole [][]byte

@@ -69,7 +69,7 @@ func TestWildcardDelayedRepliesUnderFlood(t *testing.T) {
 	for i, c := range cs {
 		fmt.Fprintf(c, "delayed:%d", i)
 	}
-	waitUntil(t, "requests received", func() bool { mu.Lock(); defer mu.Unlock(); return len(waiting) == clients })
+	waitUntil(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(waiting) == clients }, "requests received")
 
 	// The flood: 10,000 sources (ports of 127.0.0.2-.201) to 127.0.0.1.
 	a.Do(t, func() {
@@ -84,11 +84,11 @@ func TestWildcardDelayedRepliesUnderFlood(t *testing.T) {
 			c.Write([]byte("flood"))
 			c.Close()
 			if i%500 == 499 { // let the server keep up: a drop would only weaken the test
-				waitUntil(t, "flood read", func() bool { return flooded.Load() >= int64(i+1)-int64(srv[0].Stats().RecvDropped) })
+				waitUntil(t, func() bool { return flooded.Load() >= int64(i+1)-int64(srv[0].Stats().RecvDropped) }, "flood read")
 			}
 		}
 	})
-	waitUntil(t, "flood read", func() bool { return flooded.Load()+int64(srv[0].Stats().RecvDropped) >= flood })
+	waitUntil(t, func() bool { return flooded.Load()+int64(srv[0].Stats().RecvDropped) >= flood }, "flood read")
 	t.Logf("flood: %d datagrams handled, %d dropped by the kernel", flooded.Load(), srv[0].Stats().RecvDropped)
 
 	// The replies, from this goroutine, long after the callbacks returned.
@@ -153,16 +153,4 @@ func TestShutdownUDPBatch(t *testing.T) {
 		t.Fatalf("%d replied, %d counted as dropped, of 20", replied.Load(), s.ShutdownDropped)
 	}
 	t.Logf("%d replied, %d dropped at Shutdown", replied.Load(), s.ShutdownDropped)
-}
-
-// waitUntil polls cond until it holds, failing after waitFor.
-func waitUntil(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 }

@@ -46,6 +46,9 @@ var (
 	// ErrEvicted ends a TCP connection that had received nothing for the
 	// longest when a new one came to a full server (see PipeConfig.MaxConns).
 	ErrEvicted = errors.New("p2pd: evicted for a new connection")
+	// ErrOverBudget ends a TCP connection whose partial frame would take
+	// the bytes buffered for partial frames over PipeConfig.MaxBuffered.
+	ErrOverBudget = errors.New("p2pd: partial frames over budget")
 	// ErrAddrInUse is wrapped by a BindError when the address is taken
 	// (EADDRINUSE); the system error is wrapped too.
 	ErrAddrInUse = errors.New("p2pd: address in use")
@@ -165,6 +168,9 @@ func copyConfig(c *PipeConfig) (*PipeConfig, error) {
 	}
 	if cfg.dog == nil {
 		cfg.dog = new(watcher) // the call's own; a Daemon passes its one
+	}
+	if cfg.budget == nil {
+		cfg.budget = cfg.newBudget()
 	}
 	return &cfg, nil
 }
@@ -1235,6 +1241,7 @@ func (p *Pipe) readLoop() error {
 	cfg := p.cfg
 	cr := newConnReader(cfg.Framing, cfg.maxMsgSize(), cfg.bufferSize(TCP), p.deliverTCP)
 	cr.stopped = p.closed.Load
+	cr.budget = cfg.budget
 	if p.rc != nil {
 		cr.rc = p.rc
 	} else {
@@ -1293,6 +1300,8 @@ func (p *Pipe) readLoop() error {
 			return fmt.Errorf("%w: nothing received for %v", ErrIdleTimeout, idle)
 		case errors.Is(err, io.EOF):
 			return io.EOF
+		case errors.Is(err, ErrOverBudget):
+			p.countOverBudget()
 		}
 		return err
 	}

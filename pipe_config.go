@@ -20,6 +20,7 @@ const (
 	DefaultReadTimeout    = 30 * time.Second // one framed message
 	DefaultWriteTimeout   = 30 * time.Second // one TCP Send
 	DefaultDADWait        = 10 * time.Second // a tentative IPv6 address
+	DefaultMaxBuffered    = 64 << 20         // partial frames, over a server pipe's connections
 )
 
 // PipeConfig holds the settings of a pipe. Its zero value is a valid
@@ -43,8 +44,8 @@ type PipeConfig struct {
 	// pipes included (check p.IsServer()), from the pipe's own goroutine
 	// after its last MsgCB. reason is nil for a local Close or Shutdown;
 	// otherwise it says why: io.EOF for a clean close by the peer,
-	// ErrIdleTimeout, ErrReadTimeout, ErrFrameTooLarge, ErrBadFrame, a TLS
-	// or network error (test with errors.Is / errors.As). Nil: not called.
+	// ErrIdleTimeout, ErrReadTimeout, ErrFrameTooLarge, ErrBadFrame,
+	// ErrOverBudget, a TLS or network error (test with errors.Is / errors.As). Nil: not called.
 	OnEnd func(p *Pipe, reason error)
 
 	// ConnectTimeout bounds Dial (resolve, connect, TLS handshake), and the
@@ -126,6 +127,19 @@ type PipeConfig struct {
 	// ErrFrameTooLarge. Zero or negative: DefaultMaxMsgSize.
 	MaxMsgSize int
 
+	// MaxBuffered caps the bytes that TCP connections hold for partial
+	// frames (carry buffers), over all the connections of a server pipe; a
+	// Daemon shares one budget over all its listeners. A carry holds the
+	// bytes of a partial frame received so far (its size at most twice
+	// that), never what a length prefix claims. A connection whose partial
+	// frame would take the total over it is closed with reason
+	// ErrOverBudget and counted in [PipeStats].OverBudget. Zero:
+	// DefaultMaxBuffered (64 MiB: 64 default-sized frames in flight at
+	// once, while connections that send partial frames and stall cost at
+	// most that much however many they are), or twice MaxMsgSize if that
+	// is more, so that large frames still fit. Negative: no limit.
+	MaxBuffered int
+
 	// ReuseAddr sets SO_REUSEADDR on UDP sockets. TCP listeners always get
 	// it on Unix, as Go's net package does.
 	ReuseAddr bool
@@ -174,10 +188,11 @@ type PipeConfig struct {
 	// return to. Nil: slog.Default().
 	Logger *slog.Logger
 
-	ended func(*Pipe) // the owner's hook for a server pipe that ended, after OnEnd
-	group *group      // the owner's count of running server pipes, or nil
-	dog   *watcher    // the owner's watchdog of blocked UDP batches
-	limit *connLimit  // the owner's cap on connections over all its pipes, or nil
+	ended  func(*Pipe) // the owner's hook for a server pipe that ended, after OnEnd
+	group  *group      // the owner's count of running server pipes, or nil
+	dog    *watcher    // the owner's watchdog of blocked UDP batches
+	limit  *connLimit  // the owner's cap on connections over all its pipes, or nil
+	budget *budget     // MaxBuffered, shared by a server pipe's connections (a Daemon's listeners); nil: no limit
 }
 
 func (c *PipeConfig) connectTimeout() time.Duration {
@@ -254,6 +269,21 @@ func (c *PipeConfig) maxMsgSize() int {
 		return DefaultMaxMsgSize
 	}
 	return c.MaxMsgSize
+}
+
+func (c *PipeConfig) maxBuffered() int {
+	if c.MaxBuffered == 0 {
+		return max(DefaultMaxBuffered, 2*c.maxMsgSize())
+	}
+	return c.MaxBuffered
+}
+
+// newBudget returns a budget of MaxBuffered, or nil for no limit.
+func (c *PipeConfig) newBudget() *budget {
+	if n := c.maxBuffered(); n >= 0 {
+		return &budget{max: int64(n)}
+	}
+	return nil
 }
 
 func (c *PipeConfig) logger() *slog.Logger {

@@ -18,11 +18,13 @@ type PipeStats struct {
 	SendDropped     uint64 // UDP: queued replies the system refused (see PipeConfig.UDPBatch)
 	SubDropped      uint64 // messages that full subscription queues dropped
 	Panics          uint64 // callbacks that panicked (recovered); a server counts its connections'
+	OverBudget      uint64 // TCP: connections closed for partial frames over MaxBuffered (ErrOverBudget); a server counts its connections'
 }
 
 type pipeCounters struct {
 	accepted, rejected, acceptErrors, panics           atomic.Uint64
 	evicted, writeTimeouts, unhandled, shutdownDropped atomic.Uint64
+	overBudget                                         atomic.Uint64
 }
 
 // Stats returns the pipe's counters.
@@ -37,6 +39,7 @@ func (p *Pipe) Stats() PipeStats {
 		AcceptErrors:    p.stats.acceptErrors.Load(),
 		NotQueued:       p.dropped.Load(),
 		Panics:          p.stats.panics.Load(),
+		OverBudget:      p.stats.overBudget.Load(),
 	}
 	p.mu.Lock()
 	s.Conns = len(p.conns)
@@ -86,6 +89,45 @@ func (l *connLimit) give() {
 	}
 }
 
+// countOverBudget counts a connection closed with ErrOverBudget, on its
+// server too.
+func (p *Pipe) countOverBudget() {
+	p.stats.overBudget.Add(1)
+	if par := p.parent; par != nil {
+		par.stats.overBudget.Add(1)
+	}
+}
+
+// budget caps the bytes that the connections of several pipes hold in
+// carry buffers (see connReader). A nil *budget has no cap.
+type budget struct {
+	max int64
+	n   atomic.Int64
+}
+
+// take charges n bytes if they fit.
+func (b *budget) take(n int) bool {
+	if b == nil {
+		return true
+	}
+	for {
+		cur := b.n.Load()
+		if cur+int64(n) > b.max {
+			return false
+		}
+		if b.n.CompareAndSwap(cur, cur+int64(n)) {
+			return true
+		}
+	}
+}
+
+// give gives back n bytes taken.
+func (b *budget) give(n int) {
+	if b != nil && n != 0 {
+		b.n.Add(-int64(n))
+	}
+}
+
 // DaemonStats are a daemon's counters: its listeners' PipeStats summed.
 type DaemonStats struct {
 	Listeners int
@@ -112,6 +154,7 @@ func (d *Daemon) Stats() DaemonStats {
 		s.SendDropped += ps.SendDropped
 		s.SubDropped += ps.SubDropped
 		s.Panics += ps.Panics
+		s.OverBudget += ps.OverBudget
 	}
 	return s
 }

@@ -42,7 +42,7 @@ const (
 	floodPause   = time.Second
 	recoverWait  = 5 * time.Second
 	floodHeapMax = 16 << 20 // receive batches are Go heap (2 MiB each at the defaults), pooled while busy
-	floodSize    = 200 // bytes per flood datagram
+	floodSize    = 200      // bytes per flood datagram
 )
 
 func (f *flood) run(ctx context.Context, wg *sync.WaitGroup) {
