@@ -614,50 +614,77 @@ func (p *Pipe) write(msg []byte) error {
 	return err
 }
 
-// writeAll writes b whole, one Send at a time. The write deadline is
-// moved only when less than three quarters of WriteTimeout is left (a
-// deadline change is a timer update), and a plain connection's write
-// that meets a deadline set early for that reason goes on until
-// WriteTimeout has really passed since it began. A TLS connection cannot
-// go on after a timeout, so its deadline is set exactly for every write.
+// writeAll writes b whole, one Send at a time, and fails with
+// ErrWriteTimeout once the peer has taken nothing for WriteTimeout. The
+// write deadline is moved only when less than three quarters of
+// WriteTimeout is left (a deadline change is a timer update); a write that
+// meets a deadline set early for that reason, or that made progress, goes
+// on with a new one. A TLS connection cannot go on after a timeout, so it
+// is written in pieces of tlsPiece bytes, each with its own deadline.
 func (p *Pipe) writeAll(b []byte) error {
 	p.wmu.Lock()
 	defer p.wmu.Unlock()
 	wt := p.cfg.writeTimeout()
-	_, isTLS := p.conn.(*tls.Conn)
-	var start time.Time
-	if wt > 0 {
-		start = time.Now()
-		if isTLS || p.wset.Sub(start) < wt*3/4 {
-			p.wset = start.Add(wt)
-			p.conn.SetWriteDeadline(p.wset)
+	if wt <= 0 {
+		if _, err := p.conn.Write(b); err != nil {
+			return p.writeError(err)
 		}
+		return nil
+	}
+	if _, isTLS := p.conn.(*tls.Conn); isTLS {
+		for len(b) > 0 {
+			n := min(len(b), tlsPiece)
+			p.conn.SetWriteDeadline(time.Now().Add(wt))
+			if _, err := p.conn.Write(b[:n]); err != nil {
+				return p.writeError(err)
+			}
+			b = b[n:]
+		}
+		return nil
+	}
+	last := time.Now() // when the peer last took something
+	if p.wset.Sub(last) < wt*3/4 {
+		p.wset = last.Add(wt)
+		p.conn.SetWriteDeadline(p.wset)
 	}
 	for {
 		n, err := p.conn.Write(b)
 		if err == nil {
 			return nil
 		}
-		if p.closed.Load() {
-			return ErrPipeClosed
-		}
-		if !isTimeout(err) || wt <= 0 {
-			return sendError(p.remote, err)
-		}
-		if !isTLS && time.Since(start) < wt {
-			b = b[n:]
-			p.wset = start.Add(wt)
+		b = b[n:]
+		if now := time.Now(); isTimeout(err) && (n > 0 || now.Sub(last) < wt) {
+			if n > 0 {
+				last = now
+			}
+			p.wset = last.Add(wt)
 			p.conn.SetWriteDeadline(p.wset)
 			continue
 		}
-		err = fmt.Errorf("%w: the peer took no data for %v (%d bytes of a message left)", ErrWriteTimeout, wt, len(b)-n)
-		p.stats.writeTimeouts.Add(1)
-		if par := p.parent; par != nil {
-			par.stats.writeTimeouts.Add(1)
-		}
-		p.terminate(err)
+		return p.writeError(err)
+	}
+}
+
+// tlsPiece is how much of a message a TLS connection writes under one
+// deadline.
+const tlsPiece = 64 << 10
+
+// writeError is the error of a failed write; a timeout ends the
+// connection, counted.
+func (p *Pipe) writeError(err error) error {
+	if p.closed.Load() {
+		return ErrPipeClosed
+	}
+	if !isTimeout(err) {
 		return sendError(p.remote, err)
 	}
+	err = fmt.Errorf("%w: the peer took nothing for %v", ErrWriteTimeout, p.cfg.writeTimeout())
+	p.stats.writeTimeouts.Add(1)
+	if par := p.parent; par != nil {
+		par.stats.writeTimeouts.Add(1)
+	}
+	p.terminate(err)
+	return sendError(p.remote, err)
 }
 
 // client finds a TCP server's connection by peer address.
