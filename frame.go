@@ -9,7 +9,6 @@ import (
 	"os"
 	"sync"
 	"syscall"
-	"time"
 )
 
 // Framing sets where TCP messages begin and end. UDP needs none: a
@@ -414,6 +413,3 @@ func (cr *connReader) dropCarry() {
 
 // isTimeout reports a deadline error.
 func isTimeout(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
-
-// deadline helpers for the connection loop.
-type deadliner interface{ SetReadDeadline(time.Time) error }

@@ -607,7 +607,7 @@ func hostileCases() []hostileCase {
 		{name: "Send/UDP server to a bad zone", is: []error{ErrNoInterface},
 			call: func(e *hostileEnv) error {
 				if e.nsUDP6 == nil {
-					return hzErrSkip
+					return errHzSkip
 				}
 				return e.nsUDP6.Send([]byte("x"), Peer{AddrPort: netip.MustParseAddrPort("[fe80::1%nosuchif0]:9")})
 			}},
@@ -703,8 +703,8 @@ func hostileCases() []hostileCase {
 	return cases
 }
 
-// hzErrSkip is returned by a case that cannot run here.
-var hzErrSkip = errors.New("case needs root (network namespace)")
+// errHzSkip is returned by a case that cannot run here.
+var errHzSkip = errors.New("case needs root (network namespace)")
 
 // hzChain lists the types of an error's chain, for failure messages.
 func hzChain(err error) string {
@@ -762,7 +762,7 @@ func TestHostileArguments(t *testing.T) {
 			if panicked != nil {
 				t.Fatalf("BUG: panics: %v", panicked)
 			}
-			if err == hzErrSkip {
+			if err == errHzSkip {
 				skipUnlessCI(t, "%v", err)
 			}
 			checkHostileErr(t, tc, err)
