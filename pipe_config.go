@@ -69,12 +69,14 @@ type PipeConfig struct {
 
 	// WriteTimeout bounds each TCP Send: while the peer's receive window
 	// is full, Send blocks (it returns once the system has taken the
-	// whole message); a peer that takes none of it for WriteTimeout loses
-	// the connection, with reason ErrWriteTimeout, which that Send returns
-	// too, and is counted ([PipeStats].WriteTimeouts). So a peer that asks
-	// for replies and never reads them cannot pin a connection, its
-	// goroutine and a MaxConns slot, nor hold up Shutdown. Zero:
-	// DefaultWriteTimeout. Negative: no limit.
+	// whole message, however long a peer that keeps reading takes); a
+	// peer that takes nothing for WriteTimeout loses the connection (this
+	// is noticed between WriteTimeout and twice that after its last
+	// progress), with reason ErrWriteTimeout, which that Send returns too,
+	// and is counted ([PipeStats].WriteTimeouts). So a peer that asks for
+	// replies and never reads them cannot pin a connection, its goroutine
+	// and a MaxConns slot, nor hold up Shutdown. Zero: DefaultWriteTimeout.
+	// Negative: no limit.
 	WriteTimeout time.Duration
 
 	// MaxConns caps the connections a TCP server pipe holds at once. A
