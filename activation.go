@@ -346,7 +346,7 @@ func (d *Daemon) adopt(ctx context.Context, op string, socks []ActivatedSocket) 
 	for i, a := range as {
 		keys[i] = a.key
 	}
-	d.registerLocked(pipes, keys)
+	d.registerLocked(pipes, keys, policy{})
 	d.mu.Unlock()
 	return pipes, nil
 }

@@ -214,7 +214,7 @@ func TestActivationAdopt(t *testing.T) {
 	for i, f := range files {
 		socks[i] = ActivatedSocket{Name: names[i], FD: int(f.Fd()), File: f}
 	}
-	d := &Daemon{MsgCB: echoCB}
+	d := &Daemon{PipeConfig: PipeConfig{OnMsg: echoCB}}
 	defer d.Close()
 	ps, err := d.Adopt(context.Background(), socks)
 	if err != nil {
@@ -244,7 +244,7 @@ func TestActivationAdopt(t *testing.T) {
 	// A callback set later reaches adopted listeners too.
 	var mu sync.Mutex
 	seen := 0
-	d.AddMsgCB(MsgCallbackFunc(func(msg []byte, from Peer, p *Pipe) {
+	d.SetOnMsg(MsgCallbackFunc(func(msg []byte, from Peer, p *Pipe) {
 		mu.Lock()
 		seen++
 		mu.Unlock()
@@ -291,7 +291,7 @@ func TestActivationAdoptAllOrNothing(t *testing.T) {
 	}
 	socks = append(socks, ActivatedSocket{Name: "unix", FD: int(uf.Fd()), File: uf})
 
-	d := &Daemon{MsgCB: echoCB}
+	d := &Daemon{PipeConfig: PipeConfig{OnMsg: echoCB}}
 	defer d.Close()
 	ps, err := d.Adopt(context.Background(), socks)
 	var se *ActivatedSocketError
@@ -636,7 +636,7 @@ func actChildServe(t *testing.T, n int) {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
-	d := &Daemon{MsgCB: echoCB}
+	d := &Daemon{PipeConfig: PipeConfig{OnMsg: echoCB}}
 	defer d.Close()
 	ps, err := d.Adopt(ctx, socks)
 	if err != nil {
@@ -669,7 +669,7 @@ func actChildServe(t *testing.T, n int) {
 }
 
 func actChildBad(t *testing.T, n int) {
-	d := &Daemon{MsgCB: echoCB}
+	d := &Daemon{PipeConfig: PipeConfig{OnMsg: echoCB}}
 	defer d.Close()
 	ps, err := d.ListenActivated(context.Background())
 	if ps != nil || err == nil {

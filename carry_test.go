@@ -113,8 +113,8 @@ func TestBudgetConfig(t *testing.T) {
 // larger than the read buffer are carried on every path.)
 func TestBudgetSharedByDaemon(t *testing.T) {
 	rec := newEndRec()
-	d := &Daemon{MsgCB: echoCB, OnEnd: rec.onEnd, Logger: quietLogger(),
-		Pipe: PipeConfig{Framing: FrameLength32, MaxBuffered: 3000, BufferSize: 1024, IdleTimeout: -1}}
+	d := &Daemon{PipeConfig: PipeConfig{OnMsg: echoCB, OnEnd: rec.onEnd, Logger: quietLogger(),
+		Framing: FrameLength32, MaxBuffered: 3000, BufferSize: 1024, IdleTimeout: -1}}
 	t.Cleanup(func() { d.Close() })
 	var ls []*Pipe
 	for range 2 {

@@ -40,7 +40,7 @@ func TestListenWaitsForDAD(t *testing.T) {
 		var p *Pipe
 		var err error
 		start := time.Now()
-		a.Do(t, func() { p, err = Listen(context.Background(), proto, r, &PipeConfig{MsgCB: echoCB}) })
+		a.Do(t, func() { p, err = Listen(context.Background(), proto, r, &PipeConfig{OnMsg: echoCB}) })
 		if err != nil {
 			t.Fatalf("%v on a tentative address: %v", proto, err)
 		}

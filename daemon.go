@@ -13,25 +13,35 @@ import (
 	"time"
 )
 
-// Daemon is a server made of many listeners (server pipes) that share one
-// message callback: P2PD's Daemon. Where P2PD subclasses Daemon and defines
-// msg_cb, a Go program sets MsgCB (or embeds a Daemon in its own type and
-// passes a method value):
+// Daemon is a server made of many listeners (server pipes): P2PD's Daemon.
+// Where P2PD subclasses Daemon and defines msg_cb, a Go program embeds a
+// Daemon in its own type, defines MsgCB on it and makes it the callback:
 //
-//	d := &p2pd.Daemon{MsgCB: p2pd.MsgCallbackFunc(func(msg []byte, from netip.AddrPort, p *p2pd.Pipe) {
-//		p.Send(msg, from) // echo
-//	})}
-//	defer d.Close()
-//	_, err := d.ListenAll(ctx, []p2pd.Target{ifc}, p2pd.Ports{p2pd.Port(10000)}, []p2pd.Proto{p2pd.TCP, p2pd.UDP}, p2pd.AnyFamily)
+//	type Echo struct{ p2pd.Daemon }
+//
+//	func (e *Echo) MsgCB(msg []byte, from p2pd.Peer, p *p2pd.Pipe) { p.Send(msg, from) }
+//
+//	e := new(Echo)
+//	e.OnMsg = e
+//	defer e.Close()
+//	_, err := e.ListenAll(ctx, []p2pd.Target{ifc}, p2pd.Ports{p2pd.Port(10000)}, []p2pd.Proto{p2pd.TCP, p2pd.UDP}, p2pd.AnyFamily)
+//
+// or gives a call its own callback, as P2PD's listen_all(..., msg_cb=...)
+// does: d.ListenAll(ctx, targets, ports, protos, af, p2pd.MsgCB(cb)).
+//
+// Every listener takes its settings (callbacks, timeouts, limits, framing,
+// TLS, socket options, logger) from the embedded PipeConfig: each setting
+// has that one home. The Daemon's own fields are what concerns the daemon
+// as a whole, and the defaults of the per-call options ([ListenOption]).
 //
 // The zero value is a valid configuration. Set the exported fields before
 // the first call that opens listeners and do not change them afterwards
-// (use [Daemon.AddMsgCB] to change the callback of a running daemon). The
-// exceptions are Follow, ErrorOnAF and BestEffort, the policies of a call:
-// each call reads them once, when it begins, and a call in follow mode keeps
-// its own for as long as it is followed, so they may be changed between
-// calls (not while a call made by another goroutine begins). The methods
-// are safe for concurrent use.
+// (use [Daemon.SetOnMsg] to change the callback of a running daemon). The
+// exceptions are Follow, ErrorOnAF and BestEffort, the defaults of a call's
+// options: each call reads them once, when it begins, and a call in follow
+// mode keeps its own for as long as it is followed, so they may be changed
+// between calls (not while a call made by another goroutine begins). The
+// methods are safe for concurrent use.
 //
 // A Daemon stops with [Daemon.Close] (at once) or [Daemon.Shutdown]
 // (gracefully). After either, every method that opens listeners returns
@@ -48,37 +58,24 @@ import (
 // in TIME_WAIT, and without SO_REUSEADDR a restart would fail with "address
 // in use" for up to a minute. On Linux SO_REUSEADDR never lets two live
 // listeners share a TCP port, so a second live instance is still refused
-// with ErrAddrInUse. UDP sockets do not get it unless Pipe.ReuseAddr is set,
+// with ErrAddrInUse. UDP sockets do not get it unless ReuseAddr is set,
 // because on UDP it does let two live sockets share a port (silently
 // splitting the traffic, the bug P2PD has). SO_REUSEPORT is never set, for
-// the same reason. SO_LINGER is left to the OS default (Pipe.Linger = 0): a
+// the same reason. SO_LINGER is left to the OS default (Linger = 0): a
 // closed connection still delivers its last data, and the TIME_WAIT it leaves
-// does not block a restart thanks to SO_REUSEADDR; a negative Pipe.Linger
+// does not block a restart thanks to SO_REUSEADDR; a negative Linger
 // (reset on close) would lose data in flight and is not needed for restarts.
 // A listener left by a crashed process does not exist: the kernel closes a
 // dead process's sockets, so nothing like P2PD's "zombie" check is needed.
 type Daemon struct {
-	// MsgCB receives every message of every listener and of the
-	// connections they accept; see [MsgCallback] for the contract. Nil:
-	// Pipe.MsgCB is used (which may be nil too: messages then only reach
-	// subscriptions).
-	MsgCB MsgCallback
-
-	// OnUp is called for every accepted TCP connection (see
-	// PipeConfig.OnUp). Nil: Pipe.OnUp is used.
-	OnUp func(p *Pipe)
-
-	// OnEnd is called once for every pipe of the daemon when it ends, the
-	// listeners included (p.IsServer() is true for them), also for
-	// listeners that a failed all-or-nothing call closed again (see
-	// PipeConfig.OnEnd). Nil: Pipe.OnEnd is used.
-	OnEnd func(p *Pipe, reason error)
-
-	// Pipe is the template of every listener's settings (timeouts, framing,
-	// TLS, socket options, ListenConfig hook). MsgCB, OnUp, OnEnd and
-	// Logger above take precedence over the template's when set. The
-	// zero value works.
-	Pipe PipeConfig
+	// PipeConfig holds the settings of every listener and of the
+	// connections it accepts. OnMsg receives every message (see
+	// [MsgCallback]); OnEnd is also called for the listeners (p.IsServer()
+	// is true for them), including those that a failed all-or-nothing call
+	// closed again; MaxConns caps each listener's connections, MaxBuffered
+	// is one budget over all the daemon's listeners; Logger also gets the
+	// daemon's own logs.
+	PipeConfig
 
 	// MaxListeners caps the number of listeners the daemon holds. A call
 	// that would take it over is refused before anything is bound, with a
@@ -86,12 +83,11 @@ type Daemon struct {
 	// DefaultMaxListeners (1024). Negative: no limit.
 	MaxListeners int
 
-	// MaxConns caps the TCP connections open at once over all the daemon's
-	// listeners; each listener also has its own cap (Pipe.MaxConns). A
-	// connection beyond either is closed at once and counted
-	// ([PipeStats].Rejected). Zero: DefaultDaemonMaxConns. Negative: no
-	// limit.
-	MaxConns int
+	// MaxTotalConns caps the TCP connections open at once over all the
+	// daemon's listeners; each listener also has its own cap (MaxConns). A
+	// connection beyond either is handled as PipeConfig.MaxConns says.
+	// Zero: DefaultDaemonMaxConns. Negative: no limit.
+	MaxTotalConns int
 
 	// OnEvent, if set, is told when a listener's address or interface goes
 	// away and when it comes back (see [Event]); the daemon also logs both.
@@ -135,17 +131,14 @@ type Daemon struct {
 	// call opened.
 	BestEffort bool
 
-	// Logger receives the daemon's and its pipes' logs. Nil: Pipe.Logger,
-	// then slog.Default().
-	Logger *slog.Logger
-
 	mu        sync.Mutex
 	listeners map[listenKey]*Pipe
 	keys      map[*Pipe]listenKey
 	reserved  int                // listeners that calls in progress may still add
 	binding   map[listenKey]bool // fixed-port keys that calls in progress are binding
-	cb        MsgCallback        // set by AddMsgCB
+	cb        MsgCallback        // set by SetOnMsg
 	cbSet     bool
+	ownCB     map[*Pipe]bool     // listeners opened with a callback of their own (the MsgCB option)
 	closed    bool
 	own       group        // calls in progress, listeners and the watcher, for Shutdown
 	dog       watcher      // the watchdog of the listeners' blocked UDP batches
@@ -163,12 +156,7 @@ type listenKey struct {
 	ip    netip.Addr // zoned for IPv6 link-local
 }
 
-func (d *Daemon) logger() *slog.Logger {
-	if d.Logger != nil {
-		return d.Logger
-	}
-	return d.Pipe.logger()
-}
+func (d *Daemon) logger() *slog.Logger { return d.PipeConfig.logger() }
 
 func (d *Daemon) maxListeners() int {
 	if d.MaxListeners == 0 {
@@ -177,39 +165,30 @@ func (d *Daemon) maxListeners() int {
 	return d.MaxListeners
 }
 
-// msgCB returns the callback new listeners get. d.mu is held.
+// msgCB returns the callback of new listeners that a call gave none of
+// their own. d.mu is held.
 func (d *Daemon) msgCB() MsgCallback {
-	switch {
-	case d.cbSet:
+	if d.cbSet {
 		return d.cb
-	case d.MsgCB != nil:
-		return d.MsgCB
 	}
-	return d.Pipe.MsgCB
+	return d.OnMsg
 }
 
 // pipeConfig returns the settings of a new listener. d.mu is held.
 func (d *Daemon) pipeConfig() *PipeConfig {
-	c := d.Pipe
-	c.MsgCB = d.msgCB()
-	if d.OnUp != nil {
-		c.OnUp = d.OnUp
-	}
-	if d.OnEnd != nil {
-		c.OnEnd = d.OnEnd
-	}
+	c := d.PipeConfig
+	c.OnMsg = d.msgCB()
 	c.ended = d.forget
 	c.group = &d.own
 	c.dog = &d.dog
-	if d.limit == nil && d.MaxConns >= 0 {
-		d.limit = &connLimit{max: int64(cmp.Or(d.MaxConns, DefaultDaemonMaxConns))}
+	if d.limit == nil && d.MaxTotalConns >= 0 {
+		d.limit = &connLimit{max: int64(cmp.Or(d.MaxTotalConns, DefaultDaemonMaxConns))}
 	}
 	c.limit = d.limit
 	if d.budget == nil {
-		d.budget = d.Pipe.newBudget() // nil: no limit
+		d.budget = d.PipeConfig.newBudget() // nil: no limit
 	}
 	c.budget = d.budget
-	c.Logger = d.logger()
 	return &c
 }
 
@@ -221,6 +200,7 @@ func (d *Daemon) forget(p *Pipe) {
 		delete(d.keys, p)
 		delete(d.listeners, k)
 	}
+	delete(d.ownCB, p)
 }
 
 // group counts what a Daemon owns that still runs (calls in progress,
@@ -407,9 +387,14 @@ func checkSpecifics(op string, specs []Specific) ([]Specific, error) {
 
 // open binds specs, under a reservation of len(specs) made by the caller;
 // bestEffort is the call's Daemon.BestEffort, read when the call began.
-func (d *Daemon) open(ctx context.Context, op string, specs []Specific, bestEffort bool) ([]*Pipe, error) {
+func (d *Daemon) open(ctx context.Context, op string, specs []Specific, pol policy) ([]*Pipe, error) {
+	bestEffort := pol.bestEffort
 	d.mu.Lock()
-	cfg, err := copyConfig(d.pipeConfig())
+	pc := d.pipeConfig()
+	if pol.ownCB {
+		pc.OnMsg = pol.cb
+	}
+	cfg, err := copyConfig(pc)
 	d.mu.Unlock()
 	if err != nil {
 		return nil, wrapOp(op, err)
@@ -487,7 +472,7 @@ func (d *Daemon) open(ctx context.Context, op string, specs []Specific, bestEffo
 	}
 	d.unclaimLocked(claimed)
 	claimed = nil
-	d.registerLocked(opened, keys)
+	d.registerLocked(opened, keys, pol)
 	d.mu.Unlock()
 	if lerr != nil {
 		return opened, lerr
@@ -497,7 +482,7 @@ func (d *Daemon) open(ctx context.Context, op string, specs []Specific, bestEffo
 
 // registerLocked adds listeners that a call opened to the daemon's tables
 // (with d.mu held), and starts the address watcher with the first ones.
-func (d *Daemon) registerLocked(pipes []*Pipe, keys []listenKey) {
+func (d *Daemon) registerLocked(pipes []*Pipe, keys []listenKey, pol policy) {
 	if len(pipes) == 0 {
 		return
 	}
@@ -513,7 +498,14 @@ func (d *Daemon) registerLocked(pipes []*Pipe, keys []listenKey) {
 	cb := d.msgCB()
 	for i, p := range pipes {
 		d.listeners[keys[i]], d.keys[p] = p, keys[i]
-		p.SetMsgCB(cb) // in case AddMsgCB ran while the call was binding
+		if pol.ownCB {
+			if d.ownCB == nil {
+				d.ownCB = make(map[*Pipe]bool)
+			}
+			d.ownCB[p] = true
+		} else {
+			p.SetOnMsg(cb) // in case SetOnMsg ran while the call was binding
+		}
 	}
 }
 
@@ -528,8 +520,8 @@ func (d *Daemon) has(k listenKey) bool {
 // route is bound to its default address with port 0, as [Listen] does). It
 // is ListenSpecific with one entry. On failure the error is a *ListenError
 // whose Failed holds the *BindError.
-func (d *Daemon) AddListener(ctx context.Context, proto Proto, r Route) (*Pipe, error) {
-	ps, err := d.listenSpecific(ctx, "add listener", []Specific{{Route: r, Proto: proto}})
+func (d *Daemon) AddListener(ctx context.Context, proto Proto, r Route, opts ...ListenOption) (*Pipe, error) {
+	ps, err := d.listenSpecific(ctx, "add listener", []Specific{{Route: r, Proto: proto}}, opts)
 	if len(ps) == 1 {
 		return ps[0], err
 	}
@@ -540,14 +532,28 @@ func (d *Daemon) AddListener(ctx context.Context, proto Proto, r Route) (*Pipe, 
 // nil: P2PD's servers[af][proto][port][ip]. The port is the real one, also
 // for listeners opened with port 0. ip is the bound address as given to the
 // listener: an IPv6 link-local one carries its zone, a wildcard listener is
-// found under 0.0.0.0 or ::.
+// found under 0.0.0.0 or ::. A link-local address given without its zone
+// finds the listener when exactly one interface has that address (with a
+// listener there); nil when none or several do.
 func (d *Daemon) Lookup(f Family, proto Proto, port uint16, ip netip.Addr) *Pipe {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
 		return nil
 	}
-	return d.listeners[listenKey{f: f, proto: proto, port: port, ip: ip}]
+	if p := d.listeners[listenKey{f: f, proto: proto, port: port, ip: ip}]; p != nil || ip.Zone() != "" || !ip.Is6() || !ip.IsLinkLocalUnicast() {
+		return p
+	}
+	var found *Pipe
+	for k, p := range d.listeners {
+		if k.f == f && k.proto == proto && k.port == port && k.ip.WithZone("") == ip {
+			if found != nil {
+				return nil // on several interfaces: the zone is needed
+			}
+			found = p
+		}
+	}
+	return found
 }
 
 // Select returns the listeners that match f, proto and port, sorted as
@@ -586,21 +592,24 @@ func (d *Daemon) Len() int {
 	return len(d.listeners)
 }
 
-// AddMsgCB replaces the message callback of every listener and of the
-// connections they accepted, at once, and of the listeners opened later
-// (P2PD's add_msg_cb; unlike P2PD, the callback replaces the previous one
-// rather than adding a second). Messages being handled finish with the old
-// callback. A nil cb leaves messages to subscriptions only. After Close or
-// Shutdown it returns ErrDaemonClosed.
-func (d *Daemon) AddMsgCB(cb MsgCallback) error {
+// SetOnMsg replaces the daemon's message callback (OnMsg) at once: that of
+// every listener opened without a callback of its own (the MsgCB option),
+// of the connections they accepted, and of the listeners opened later
+// without one (P2PD's add_msg_cb, which adds a callback where this
+// replaces it: compose several in one). Messages being handled finish
+// with the old callback. A nil cb leaves messages to subscriptions only.
+// After Close or Shutdown it returns ErrDaemonClosed.
+func (d *Daemon) SetOnMsg(cb MsgCallback) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
-		return wrapOp("add msg cb", ErrDaemonClosed)
+		return wrapOp("set on msg", ErrDaemonClosed)
 	}
 	d.cb, d.cbSet = cb, true
 	for _, p := range d.listeners {
-		p.SetMsgCB(cb)
+		if !d.ownCB[p] {
+			p.SetOnMsg(cb)
+		}
 	}
 	return nil
 }

@@ -23,7 +23,7 @@ func TestDaemonEchoSocat(t *testing.T) {
 		t.Skip("needs socat: apt-get install -y socat")
 	}
 	dn := dmSetup(t)
-	d := &p2pd.Daemon{MsgCB: dmEchoCB}
+	d := &p2pd.Daemon{PipeConfig: p2pd.PipeConfig{OnMsg: dmEchoCB}}
 	defer d.Close()
 	var ps []*p2pd.Pipe
 	var err error

@@ -201,7 +201,7 @@ func TestListenAllSeedExample(t *testing.T) {
 		t.Fatal(err)
 	}
 	ports := p2pd.Ports{p2pd.Port(10000), {30000, 30100}}
-	d := &p2pd.Daemon{MsgCB: dmEchoCB}
+	d := &p2pd.Daemon{PipeConfig: p2pd.PipeConfig{OnMsg: dmEchoCB}}
 	defer d.Close()
 	var ps []*p2pd.Pipe
 	dn.onSrv(t, func() {
@@ -265,7 +265,7 @@ func TestListenAllEchoTargets(t *testing.T) {
 		{"pools", []p2pd.Target{dn.eth1.Routes6, dn.eth2.Routes4}, 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			d := &p2pd.Daemon{MsgCB: dmEchoCB}
+			d := &p2pd.Daemon{PipeConfig: p2pd.PipeConfig{OnMsg: dmEchoCB}}
 			defer d.Close()
 			var ps []*p2pd.Pipe
 			var err error
@@ -410,7 +410,7 @@ func TestListenAllConflict(t *testing.T) {
 		}
 	})
 	t.Run("best effort", func(t *testing.T) {
-		d := &p2pd.Daemon{BestEffort: true, MsgCB: dmEchoCB}
+		d := &p2pd.Daemon{PipeConfig: p2pd.PipeConfig{OnMsg: dmEchoCB}, BestEffort: true}
 		defer d.Close()
 		var ps []*p2pd.Pipe
 		var err error
@@ -437,7 +437,7 @@ func TestSecondInstanceRefused(t *testing.T) {
 	dn := dmSetup(t)
 	ports := p2pd.Ports{p2pd.Port(23000)}
 	protos := []p2pd.Proto{p2pd.TCP, p2pd.UDP}
-	d1, d2 := &p2pd.Daemon{MsgCB: dmEchoCB}, &p2pd.Daemon{}
+	d1, d2 := &p2pd.Daemon{PipeConfig: p2pd.PipeConfig{OnMsg: dmEchoCB}}, &p2pd.Daemon{}
 	defer d1.Close()
 	defer d2.Close()
 	var err1, err2 error
@@ -474,7 +474,7 @@ func TestRestartSamePorts(t *testing.T) {
 	dn := dmSetup(t)
 	ports := p2pd.Ports{{24000, 24002}}
 	for i := range 3 {
-		d := &p2pd.Daemon{MsgCB: dmEchoCB}
+		d := &p2pd.Daemon{PipeConfig: p2pd.PipeConfig{OnMsg: dmEchoCB}}
 		var ps []*p2pd.Pipe
 		var err error
 		dn.onSrv(t, func() {
@@ -571,7 +571,7 @@ func TestCrashedInstanceDoesNotBlock(t *testing.T) {
 	cmd.Wait()
 	killed = true
 	// At once, on the same ports.
-	d := &p2pd.Daemon{MsgCB: dmEchoCB}
+	d := &p2pd.Daemon{PipeConfig: p2pd.PipeConfig{OnMsg: dmEchoCB}}
 	defer d.Close()
 	var ps []*p2pd.Pipe
 	dn.onSrv(t, func() {
@@ -593,7 +593,7 @@ func dmChild() {
 		fmt.Println("ERR", err)
 		os.Exit(1)
 	}
-	d := &p2pd.Daemon{MsgCB: dmEchoCB}
+	d := &p2pd.Daemon{PipeConfig: p2pd.PipeConfig{OnMsg: dmEchoCB}}
 	if _, err := d.ListenAll(context.Background(), []p2pd.Target{eth1}, p2pd.Ports{{25000, 25001}}, []p2pd.Proto{p2pd.TCP, p2pd.UDP}, p2pd.AnyFamily); err != nil {
 		fmt.Println("ERR", err)
 		os.Exit(1)
@@ -621,7 +621,7 @@ func TestListenSpecificWildcardLoopback(t *testing.T) {
 			}
 		}
 	}
-	d := &p2pd.Daemon{MsgCB: dmEchoCB}
+	d := &p2pd.Daemon{PipeConfig: p2pd.PipeConfig{OnMsg: dmEchoCB}}
 	defer d.Close()
 	var ps []*p2pd.Pipe
 	var err error
@@ -681,7 +681,7 @@ func TestListenSpecificWildcardLoopback(t *testing.T) {
 
 // Port 0: the OS chooses and Lookup finds the listener under the real port.
 func TestPortZeroLookup(t *testing.T) {
-	d := &p2pd.Daemon{MsgCB: dmEchoCB}
+	d := &p2pd.Daemon{PipeConfig: p2pd.PipeConfig{OnMsg: dmEchoCB}}
 	defer d.Close()
 	lo4, _ := p2pd.Route{Family: p2pd.IPv4}.Bind("localhost", 0)
 	p, err := d.AddListener(context.Background(), p2pd.TCP, lo4)
@@ -748,7 +748,7 @@ func dmLoopEcho(t *testing.T, c net.Conn, msg string) string {
 
 // AddMsgCB swaps the callback of every listener and of open connections.
 func TestAddMsgCB(t *testing.T) {
-	d := &p2pd.Daemon{MsgCB: dmEchoCB}
+	d := &p2pd.Daemon{PipeConfig: p2pd.PipeConfig{OnMsg: dmEchoCB}}
 	defer d.Close()
 	var specs []p2pd.Specific
 	for _, proto := range []p2pd.Proto{p2pd.TCP, p2pd.UDP} {
@@ -777,7 +777,7 @@ func TestAddMsgCB(t *testing.T) {
 	upper := p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
 		p.Send(bytes.ToUpper(msg), from)
 	})
-	if err := d.AddMsgCB(upper); err != nil {
+	if err := d.SetOnMsg(upper); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []net.Conn{tc, uc} { // the TCP connection was open before the swap
@@ -800,7 +800,7 @@ func TestAddMsgCB(t *testing.T) {
 		t.Fatalf("later listener: %q", got)
 	}
 	d.Close()
-	if err := d.AddMsgCB(dmEchoCB); !errors.Is(err, p2pd.ErrDaemonClosed) {
+	if err := d.SetOnMsg(dmEchoCB); !errors.Is(err, p2pd.ErrDaemonClosed) {
 		t.Fatalf("AddMsgCB after Close: %v", err)
 	}
 }
@@ -810,11 +810,11 @@ func TestAddMsgCB(t *testing.T) {
 func dmSlowDaemon(t *testing.T) (d *p2pd.Daemon, addr string, started chan struct{}, release chan struct{}) {
 	t.Helper()
 	started, release = make(chan struct{}, 8), make(chan struct{})
-	d = &p2pd.Daemon{MsgCB: p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
+	d = &p2pd.Daemon{PipeConfig: p2pd.PipeConfig{OnMsg: p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
 		started <- struct{}{}
 		<-release
 		p.Send([]byte("done:"+string(msg)), from)
-	})}
+	})}}
 	r, _ := p2pd.Route{Family: p2pd.IPv4}.Bind("localhost", 0)
 	p, err := d.AddListener(context.Background(), p2pd.TCP, r)
 	if err != nil {

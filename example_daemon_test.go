@@ -11,10 +11,9 @@ import (
 )
 
 func ExampleDaemon_ListenAll() {
-	d := &p2pd.Daemon{
-		MsgCB: p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
-			p.Send(bytes.ToUpper(msg), from) // echo, louder
-		}),
+	d := &p2pd.Daemon{PipeConfig: p2pd.PipeConfig{OnMsg: p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
+		p.Send(bytes.ToUpper(msg), from) // echo, louder
+	})},
 	}
 	defer d.Close()
 
@@ -52,10 +51,9 @@ func ExampleDaemon_ListenAll() {
 }
 
 func ExampleDaemon_ListenSpecific() {
-	d := &p2pd.Daemon{
-		MsgCB: p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
-			p.Send(msg, from)
-		}),
+	d := &p2pd.Daemon{PipeConfig: p2pd.PipeConfig{OnMsg: p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
+		p.Send(msg, from)
+	})},
 	}
 	defer d.Close()
 

@@ -18,14 +18,14 @@ func ExampleListen() {
 	})
 	route, _ := p2pd.Route{Family: p2pd.IPv4}.Bind("localhost", 0)
 	for _, proto := range []p2pd.Proto{p2pd.TCP, p2pd.UDP} {
-		srv, err := p2pd.Listen(ctx, proto, route, &p2pd.PipeConfig{MsgCB: echo})
+		srv, err := p2pd.Listen(ctx, proto, route, &p2pd.PipeConfig{OnMsg: echo})
 		if err != nil {
 			fmt.Println(err)
 			return
 		}
 		replies := make(chan string, 1)
 		cli, err := p2pd.Dial(ctx, proto, p2pd.Route{}, "127.0.0.1", srv.LocalAddr().Port(), &p2pd.PipeConfig{
-			MsgCB: p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
+			OnMsg: p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
 				replies <- string(msg) // string() copies: msg is reused after return
 			}),
 		})

@@ -139,7 +139,7 @@ func TestListenAllBindsNothingUnasked(t *testing.T) {
 	}
 	newDaemon := func(t *testing.T, d *Daemon) *Daemon {
 		d.Logger = quietLogger()
-		d.MsgCB = echoCB
+		d.OnMsg = echoCB
 		t.Cleanup(func() { d.Close() })
 		return d
 	}
@@ -318,7 +318,7 @@ func TestFDExhaustionChild(t *testing.T) {
 	}
 	var retries atomic.Int32
 	logger := slog.New(&fltMsgCounter{Handler: slog.NewTextHandler(io.Discard, nil), substr: "accept error", n: &retries})
-	srv := listen(t, TCP, loopRoute(t, IPv4), &PipeConfig{MsgCB: echoCB, Logger: logger})
+	srv := listen(t, TCP, loopRoute(t, IPv4), &PipeConfig{OnMsg: echoCB, Logger: logger})
 	sa := &syscall.SockaddrInet4{Port: int(srv.LocalAddr().Port()), Addr: [4]byte{127, 0, 0, 1}}
 
 	// Client sockets are made before the descriptors run out, connected after.

@@ -41,7 +41,7 @@ func fltNewBlocked(t *testing.T) *fltBlocked {
 	t.Helper()
 	b := &fltBlocked{started: make(chan string, 16), releaseCh: make(chan struct{})}
 	logger := slog.New(countHandler{slog.NewTextHandler(io.Discard, nil), &b.panics})
-	b.d = &Daemon{Logger: logger, MsgCB: MsgCallbackFunc(func(msg []byte, from Peer, p *Pipe) {
+	b.d = &Daemon{PipeConfig: PipeConfig{Logger: logger, OnMsg: MsgCallbackFunc(func(msg []byte, from Peer, p *Pipe) {
 		switch {
 		case bytes.HasPrefix(msg, []byte("block")):
 			m := string(msg)
@@ -54,7 +54,7 @@ func fltNewBlocked(t *testing.T) *fltBlocked {
 		default:
 			p.Send(bytes.Clone(msg), from)
 		}
-	})}
+	})}}
 	t.Cleanup(func() { b.d.Close() })
 	t.Cleanup(b.release) // runs first: Close then waits for the callbacks
 	lo, _ := Route{Family: IPv4}.Bind("localhost", 0)

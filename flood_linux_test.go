@@ -162,7 +162,7 @@ func TestBudgetFloodCloses(t *testing.T) {
 	const n, maxBuf, extra = 200, 64 << 10, 1 << 10
 	rec := newEndRec()
 	rec.ended = make(chan *Pipe, n+10)
-	srv := listen(t, TCP, loopRoute(t, IPv4), &PipeConfig{MsgCB: echoCB, Framing: FrameLength32, MaxBuffered: maxBuf,
+	srv := listen(t, TCP, loopRoute(t, IPv4), &PipeConfig{OnMsg: echoCB, Framing: FrameLength32, MaxBuffered: maxBuf,
 		OnEnd: rec.onEnd, IdleTimeout: -1, ReadTimeout: -1, Logger: quietLogger()})
 	cs := floodDial(t, srv, n)
 	payload := append(binary.BigEndian.AppendUint32(nil, 1<<20), make([]byte, extra)...)
@@ -199,7 +199,7 @@ func TestBudgetFloodCloses(t *testing.T) {
 	t.Logf("%d connections: %d closed over budget, %d hold %d bytes", n, st.OverBudget, st.Conns, srv.cfg.budget.n.Load())
 
 	in := newInbox()
-	cli := dial(t, TCP, srv.LocalAddr(), &PipeConfig{Framing: FrameLength32, MsgCB: in})
+	cli := dial(t, TCP, srv.LocalAddr(), &PipeConfig{Framing: FrameLength32, OnMsg: in})
 	if err := cli.Send([]byte("hello"), Peer{AddrPort: netip.AddrPort{}}); err != nil {
 		t.Fatal(err)
 	}

@@ -8,12 +8,14 @@ import (
 	"slices"
 )
 
-// policy is what a call read of the Daemon's per-call fields when it
-// began.
+// policy is a call's options, the Daemon's defaults read once when it
+// began and then its ListenOptions.
 type policy struct {
-	follow     bool // Daemon.Follow
-	bestEffort bool // Daemon.BestEffort
-	errorOnAF  bool // Daemon.ErrorOnAF
+	follow     bool        // Daemon.Follow, the Follow option
+	bestEffort bool        // Daemon.BestEffort, the BestEffort option
+	errorOnAF  bool        // Daemon.ErrorOnAF, the ErrorOnAF option
+	ownCB      bool        // the MsgCB option was given
+	cb         MsgCallback // its callback
 }
 
 // follow is one ListenAll call made in follow mode: its arguments and
@@ -189,7 +191,7 @@ func (w *addrWatcher) followOpen(f *follow, specs []Specific) {
 		}
 		return
 	}
-	ps, err := d.open(context.Background(), op, specs, f.pol.bestEffort)
+	ps, err := d.open(context.Background(), op, specs, f.pol)
 	d.release(len(specs))
 	var lerr *ListenError
 	if err != nil && !errors.As(err, &lerr) {

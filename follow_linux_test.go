@@ -27,7 +27,7 @@ func TestFollow(t *testing.T) {
 	a.WaitDAD(t, "eth1")
 
 	events := make(chan Event, 64)
-	d := &Daemon{MsgCB: echoCB, Follow: true, WatchInterval: time.Minute, Logger: testLogger(t),
+	d := &Daemon{PipeConfig: PipeConfig{OnMsg: echoCB, Logger: testLogger(t)}, Follow: true, WatchInterval: time.Minute,
 		OnEvent: func(e Event) { events <- e }}
 	defer d.Close()
 	var err error
@@ -145,7 +145,7 @@ func TestFollowDuplicateReported(t *testing.T) {
 	a.WaitDAD(t, "eth1")
 	b.AddAddr(t, "eth1", "2001:db8:81::5/64", true)
 	events := make(chan Event, 16)
-	d := &Daemon{MsgCB: echoCB, Follow: true, WatchInterval: time.Minute, Logger: quietLogger(),
+	d := &Daemon{PipeConfig: PipeConfig{OnMsg: echoCB, Logger: quietLogger()}, Follow: true, WatchInterval: time.Minute,
 		OnEvent: func(e Event) { events <- e }}
 	defer d.Close()
 	var err error

@@ -26,7 +26,7 @@ func TestFollowPoliciesSnapshot(t *testing.T) {
 	a.AddDummy(testnet.IfConfig{Name: "lan1", Addrs: []string{"10.84.0.1/24"}, NoIPv6: true})
 
 	events := make(chan Event, 256)
-	d := &Daemon{MsgCB: echoCB, Follow: true, WatchInterval: time.Minute, Logger: quietLogger(),
+	d := &Daemon{PipeConfig: PipeConfig{OnMsg: echoCB, Logger: quietLogger()}, Follow: true, WatchInterval: time.Minute,
 		OnEvent: func(e Event) { events <- e }}
 	defer d.Close()
 	var err error

@@ -15,7 +15,7 @@ func TestFramedEcho(t *testing.T) {
 	for _, f := range []Framing{FrameLine, FrameLength16, FrameLength32} {
 		t.Run(f.String(), func(t *testing.T) {
 			// A small buffer forces frames across reads and buffer growth.
-			cfg := func(cb MsgCallback) *PipeConfig { return &PipeConfig{MsgCB: cb, Framing: f, BufferSize: 64} }
+			cfg := func(cb MsgCallback) *PipeConfig { return &PipeConfig{OnMsg: cb, Framing: f, BufferSize: 64} }
 			srv := listen(t, TCP, loopRoute(t, IPv4), cfg(echoCB))
 			in := newInbox()
 			cli := dial(t, TCP, srv.LocalAddr(), cfg(in))
@@ -58,7 +58,7 @@ func TestBadFramesEndConnection(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := newEndRec()
 			in := newInbox()
-			srv := listen(t, TCP, loopRoute(t, IPv4), &PipeConfig{Framing: tc.f, MaxMsgSize: tc.max, OnEnd: rec.onEnd, MsgCB: in})
+			srv := listen(t, TCP, loopRoute(t, IPv4), &PipeConfig{Framing: tc.f, MaxMsgSize: tc.max, OnEnd: rec.onEnd, OnMsg: in})
 			c, err := net.Dial("tcp", srv.LocalAddr().String())
 			if err != nil {
 				t.Fatal(err)

@@ -155,7 +155,7 @@ func setupHostile(t *testing.T) *hostileEnv {
 		t.Fatal(err)
 	}
 
-	e.d = &Daemon{MsgCB: echoCB, MaxListeners: 16, Logger: log}
+	e.d = &Daemon{PipeConfig: PipeConfig{OnMsg: echoCB, Logger: log}, MaxListeners: 16}
 	t.Cleanup(func() { e.d.Close() })
 	lo, _ := Route{Family: IPv4}.Bind("localhost", 0)
 	ps, err := e.d.ListenSpecific(e.ctx, []Specific{{Route: lo, Proto: TCP}, {Route: lo, Proto: UDP}})
@@ -164,9 +164,9 @@ func setupHostile(t *testing.T) *hostileEnv {
 	}
 	e.tcpL, e.udpL = ps[0], ps[1]
 
-	e.closedD = &Daemon{Logger: log}
+	e.closedD = &Daemon{PipeConfig: PipeConfig{Logger: log}}
 	e.closedD.Close()
-	e.badFrameD = &Daemon{Pipe: PipeConfig{Framing: 99}, Logger: log}
+	e.badFrameD = &Daemon{PipeConfig: PipeConfig{Logger: log, Framing: 99}}
 	t.Cleanup(func() { e.badFrameD.Close() })
 
 	held, err := net.Listen("tcp4", "127.0.0.1:0")
@@ -177,7 +177,7 @@ func setupHostile(t *testing.T) *hostileEnv {
 	e.heldPort = uint16(held.Addr().(*net.TCPAddr).Port)
 	e.freePort = hostileFreePort(t)
 
-	cfg := &PipeConfig{MsgCB: echoCB, Logger: log}
+	cfg := &PipeConfig{OnMsg: echoCB, Logger: log}
 	e.udpSrv = listen(t, UDP, loopRoute(t, IPv4), cfg)
 	e.tcpSrv = listen(t, TCP, loopRoute(t, IPv4), cfg)
 	if os.Geteuid() == 0 || os.Getenv("CI") == "true" {
@@ -490,7 +490,7 @@ func hostileCases() []hostileCase {
 		{name: "closed/AddListener", is: []error{ErrDaemonClosed},
 			call: func(e *hostileEnv) error { _, err := e.closedD.AddListener(bg, UDP, e.lo4); return err }},
 		{name: "closed/AddMsgCB", is: []error{ErrDaemonClosed},
-			call: func(e *hostileEnv) error { return e.closedD.AddMsgCB(echoCB) }},
+			call: func(e *hostileEnv) error { return e.closedD.SetOnMsg(echoCB) }},
 
 		// ---- Listen ----
 		{name: "Listen/proto 9", is: []error{ErrInvalid}, as: []any{bindErr},
@@ -880,7 +880,7 @@ func hzNewTLSServer(t *testing.T, cfg *tls.Config, connectTimeout time.Duration)
 	s := &hzTLSServer{ends: make(chan error, 16)}
 	s.p = listen(t, TCP, loopRoute(t, IPv4), &PipeConfig{
 		TLS: cfg, Framing: FrameLine, ConnectTimeout: connectTimeout, Logger: quietLogger(),
-		MsgCB: MsgCallbackFunc(func(msg []byte, from Peer, p *Pipe) {
+		OnMsg: MsgCallbackFunc(func(msg []byte, from Peer, p *Pipe) {
 			s.calls.Add(1)
 			p.Send(msg, from)
 		}),
@@ -988,7 +988,7 @@ func TestTLSRefusals(t *testing.T) {
 			s := hzNewTLSServer(t, mtls, 0)
 			in := newInbox()
 			cli, err := Dial(context.Background(), TCP, Route{}, "127.0.0.1", s.p.LocalAddr().Port(), &PipeConfig{
-				MsgCB: in, Framing: FrameLine, Logger: quietLogger(),
+				OnMsg: in, Framing: FrameLine, Logger: quietLogger(),
 				TLS: &tls.Config{RootCAs: ca.pool, Certificates: tc.certs},
 			})
 			if err == nil {
@@ -1012,7 +1012,7 @@ func TestTLSRefusals(t *testing.T) {
 		s := hzNewTLSServer(t, mtls, 0)
 		in := newInbox()
 		cli, err := Dial(context.Background(), TCP, Route{}, "127.0.0.1", s.p.LocalAddr().Port(), &PipeConfig{
-			MsgCB: in, Framing: FrameLine,
+			OnMsg: in, Framing: FrameLine,
 			TLS: &tls.Config{RootCAs: ca.pool, Certificates: []tls.Certificate{ca.issue(t, true, now.Add(-time.Hour), now.Add(time.Hour))}},
 		})
 		if err != nil {
@@ -1066,7 +1066,7 @@ func TestTLSRefusals(t *testing.T) {
 		// The right name works on the same server.
 		in := newInbox()
 		cli, err := Dial(context.Background(), TCP, Route{}, "127.0.0.1", s.p.LocalAddr().Port(), &PipeConfig{
-			MsgCB: in, Framing: FrameLine, TLS: &tls.Config{RootCAs: ca.pool, ServerName: "p2pd.test"},
+			OnMsg: in, Framing: FrameLine, TLS: &tls.Config{RootCAs: ca.pool, ServerName: "p2pd.test"},
 		})
 		if err != nil {
 			t.Fatal(err)

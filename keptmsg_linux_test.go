@@ -33,12 +33,12 @@ func TestUDPKeptMsg(t *testing.T) {
 		mu.Unlock()
 	}
 	srv := listen(t, UDP, loopRoute(t, IPv4), &PipeConfig{BufferSize: slot,
-		MsgCB: MsgCallbackFunc(func(msg []byte, from Peer, p *Pipe) {
+		OnMsg: MsgCallbackFunc(func(msg []byte, from Peer, p *Pipe) {
 			keep(msg)
 			p.Send(msg, from)
 		})})
 	var echoes atomic.Int64
-	ccfg := &PipeConfig{BufferSize: slot, MsgCB: MsgCallbackFunc(func(msg []byte, _ Peer, _ *Pipe) {
+	ccfg := &PipeConfig{BufferSize: slot, OnMsg: MsgCallbackFunc(func(msg []byte, _ Peer, _ *Pipe) {
 		keep(msg)
 		echoes.Add(1)
 		time.Sleep(100 * time.Microsecond) // holding its batch, as the others take theirs

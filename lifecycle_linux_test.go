@@ -44,7 +44,7 @@ func TestCloseMatrix(t *testing.T) {
 }
 
 func closeMatrixCase(t *testing.T, a *testnet.Host, base, victim netip.Addr, port uint16, call, from string) {
-	d := &Daemon{WatchInterval: 20 * time.Millisecond, Logger: quietLogger()}
+	d := &Daemon{PipeConfig: PipeConfig{Logger: quietLogger()}, WatchInterval: 20 * time.Millisecond}
 	var once sync.Once
 	returned := make(chan error, 1)
 	trigger := func(p *Pipe) {
@@ -65,7 +65,7 @@ func closeMatrixCase(t *testing.T, a *testnet.Host, base, victim netip.Addr, por
 			returned <- err
 		})
 	}
-	d.MsgCB = MsgCallbackFunc(func(msg []byte, peer Peer, p *Pipe) {
+	d.OnMsg = MsgCallbackFunc(func(msg []byte, peer Peer, p *Pipe) {
 		p.Send(msg, peer)
 		if from == "MsgCB" || from == "MsgCB-in-call" {
 			trigger(p)

@@ -56,7 +56,7 @@ func refused(t *testing.T, addr netip.AddrPort) {
 }
 
 func TestMaxConnsPerListener(t *testing.T) {
-	srv := listen(t, TCP, loopRoute(t, IPv4), &PipeConfig{MsgCB: echoCB, MaxConns: 3, Logger: quietLogger()})
+	srv := listen(t, TCP, loopRoute(t, IPv4), &PipeConfig{OnMsg: echoCB, MaxConns: 3, Logger: quietLogger()})
 	cs := connectN(t, srv.LocalAddr(), 3)
 	refused(t, srv.LocalAddr())
 	refused(t, srv.LocalAddr())
@@ -77,7 +77,7 @@ func TestMaxConnsPerListener(t *testing.T) {
 }
 
 func TestMaxConnsPerDaemon(t *testing.T) {
-	d := &Daemon{MsgCB: echoCB, MaxConns: 4, Logger: quietLogger(), Pipe: PipeConfig{MaxConns: -1}}
+	d := &Daemon{PipeConfig: PipeConfig{OnMsg: echoCB, Logger: quietLogger(), MaxConns: -1}, MaxTotalConns: 4}
 	t.Cleanup(func() { d.Close() })
 	var ls []*Pipe
 	for range 2 {
@@ -117,7 +117,7 @@ func TestConfigDefaults(t *testing.T) {
 func TestIdleTimeoutExact(t *testing.T) {
 	const idle = 300 * time.Millisecond
 	ended := make(chan error, 1)
-	srv := listen(t, TCP, loopRoute(t, IPv4), &PipeConfig{MsgCB: echoCB, IdleTimeout: idle,
+	srv := listen(t, TCP, loopRoute(t, IPv4), &PipeConfig{OnMsg: echoCB, IdleTimeout: idle,
 		OnEnd: func(p *Pipe, reason error) {
 			if !p.IsServer() {
 				ended <- reason
@@ -160,7 +160,7 @@ func TestPanicsCounted(t *testing.T) {
 		}
 		p.Send(msg, from)
 	})
-	srv := listen(t, TCP, loopRoute(t, IPv4), &PipeConfig{MsgCB: cb, Framing: FrameLine, Logger: quietLogger()})
+	srv := listen(t, TCP, loopRoute(t, IPv4), &PipeConfig{OnMsg: cb, Framing: FrameLine, Logger: quietLogger()})
 	c, err := net.Dial("tcp", srv.LocalAddr().String())
 	if err != nil {
 		t.Fatal(err)

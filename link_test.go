@@ -14,7 +14,7 @@ import (
 func TestLinkRelayBothWays(t *testing.T) {
 	for _, proto := range []Proto{TCP, UDP} {
 		t.Run(proto.String(), func(t *testing.T) {
-			cfg := func(cb MsgCallback) *PipeConfig { return &PipeConfig{MsgCB: cb, Framing: FrameLine} }
+			cfg := func(cb MsgCallback) *PipeConfig { return &PipeConfig{OnMsg: cb, Framing: FrameLine} }
 			// Echo server E counts what it receives.
 			var atE atomic.Int64
 			e := listen(t, proto, loopRoute(t, IPv4), cfg(MsgCallbackFunc(func(m []byte, from Peer, p *Pipe) {
@@ -97,7 +97,7 @@ func TestLinkRelayBothWays(t *testing.T) {
 
 func TestLinkDelAndRefusals(t *testing.T) {
 	var atE atomic.Int64
-	e := listen(t, TCP, loopRoute(t, IPv4), &PipeConfig{MsgCB: MsgCallbackFunc(func([]byte, Peer, *Pipe) { atE.Add(1) })})
+	e := listen(t, TCP, loopRoute(t, IPv4), &PipeConfig{OnMsg: MsgCallbackFunc(func([]byte, Peer, *Pipe) { atE.Add(1) })})
 	srv := listen(t, TCP, loopRoute(t, IPv4), nil)
 	u := dial(t, TCP, e.LocalAddr(), nil)
 	if err := srv.AddPipe(u); err != nil { // every conn of srv forwards to u
@@ -141,7 +141,7 @@ func TestLinkDroppedWhenLinkedPipeEnds(t *testing.T) {
 	for _, proto := range []Proto{UDP, TCP} {
 		t.Run(proto.String(), func(t *testing.T) {
 			cfg := func(cb MsgCallback) *PipeConfig {
-				return &PipeConfig{MsgCB: cb, Framing: FrameLine, Logger: quietLogger()}
+				return &PipeConfig{OnMsg: cb, Framing: FrameLine, Logger: quietLogger()}
 			}
 			atA, atS1, atS2 := newInbox(), newInbox(), newInbox()
 			a := listen(t, proto, loopRoute(t, IPv4), cfg(atA))

@@ -212,13 +212,26 @@ func (d *Daemon) PlanAll(targets []Target, ports Ports, protos []Proto, af Famil
 // keeps and returns what it bound, with the *ListenError. When ctx ends or
 // the daemon is closed during the call, it closes what it opened and returns
 // the ctx error or ErrDaemonClosed.
-func (d *Daemon) ListenAll(ctx context.Context, targets []Target, ports Ports, protos []Proto, af Family) ([]*Pipe, error) {
+//
+// # Options
+//
+// opts are the call's own settings, as P2PD's listen_all(..., msg_cb,
+// error_on_af) takes them: [MsgCB] gives the call's listeners a callback of
+// their own, [ErrorOnAF], [BestEffort] and [Follow] override the Daemon's
+// fields of those names for this call.
+func (d *Daemon) ListenAll(ctx context.Context, targets []Target, ports Ports, protos []Proto, af Family, opts ...ListenOption) ([]*Pipe, error) {
 	const op = "listen all"
+	if ctx == nil {
+		return nil, wrapOp(op, fmt.Errorf("%w: nil context", ErrInvalid))
+	}
 	if d.isClosed() {
 		return nil, wrapOp(op, ErrDaemonClosed)
 	}
 	// The call's policies, read once: a followed call keeps them.
-	pol := policy{follow: d.Follow, bestEffort: d.BestEffort, errorOnAF: d.ErrorOnAF}
+	pol, err := d.policy(opts)
+	if err != nil {
+		return nil, wrapOp(op, err)
+	}
 	planned := targets
 	if pol.follow {
 		planned = followTargets(targets)
@@ -232,7 +245,7 @@ func (d *Daemon) ListenAll(ctx context.Context, targets []Target, ports Ports, p
 		return nil, err
 	}
 	defer d.release(n)
-	ps, err := d.open(ctx, op, p.specifics(), pol.bestEffort)
+	ps, err := d.open(ctx, op, p.specifics(), pol)
 	if pol.follow && len(ps) > 0 { // err == nil, or best effort kept some
 		d.addFollow(targets, ports, protos, af, pol, ps)
 	}

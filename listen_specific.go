@@ -28,18 +28,27 @@ func (s Specific) String() string {
 // effort work as for [Daemon.ListenAll]; the wildcard and a specific address
 // of the same port and protocol conflict as the OS decides (on Linux, TCP
 // refuses the second with ErrAddrInUse).
-func (d *Daemon) ListenSpecific(ctx context.Context, specs []Specific) ([]*Pipe, error) {
-	return d.listenSpecific(ctx, "listen specific", specs)
+// opts are the call's own settings, as for ListenAll: [MsgCB] and
+// [BestEffort] apply ([ErrorOnAF] and [Follow] have nothing to do here).
+func (d *Daemon) ListenSpecific(ctx context.Context, specs []Specific, opts ...ListenOption) ([]*Pipe, error) {
+	return d.listenSpecific(ctx, "listen specific", specs, opts)
 }
 
-func (d *Daemon) listenSpecific(ctx context.Context, op string, specs []Specific) ([]*Pipe, error) {
+func (d *Daemon) listenSpecific(ctx context.Context, op string, specs []Specific, opts []ListenOption) ([]*Pipe, error) {
+	if ctx == nil {
+		return nil, wrapOp(op, fmt.Errorf("%w: nil context", ErrInvalid))
+	}
 	if d.isClosed() {
 		return nil, wrapOp(op, ErrDaemonClosed)
+	}
+	pol, err := d.policy(opts)
+	if err != nil {
+		return nil, wrapOp(op, err)
 	}
 	if len(specs) == 0 {
 		return nil, wrapOp(op, fmt.Errorf("%w: nothing to listen on", ErrInvalid))
 	}
-	specs, err := checkSpecifics(op, specs)
+	specs, err = checkSpecifics(op, specs)
 	if err != nil {
 		return nil, err
 	}
@@ -47,5 +56,5 @@ func (d *Daemon) listenSpecific(ctx context.Context, op string, specs []Specific
 		return nil, err
 	}
 	defer d.release(len(specs))
-	return d.open(ctx, op, specs, d.BestEffort)
+	return d.open(ctx, op, specs, pol)
 }

@@ -28,7 +28,7 @@ func TestWildcardDelayedRepliesUnderFlood(t *testing.T) {
 	var mu sync.Mutex
 	var waiting []Peer
 	var flooded atomic.Int64
-	d := &Daemon{Logger: quietLogger(), MsgCB: MsgCallbackFunc(func(msg []byte, from Peer, p *Pipe) {
+	d := &Daemon{PipeConfig: PipeConfig{Logger: quietLogger(), OnMsg: MsgCallbackFunc(func(msg []byte, from Peer, p *Pipe) {
 		if strings.HasPrefix(string(msg), "delayed:") {
 			mu.Lock()
 			waiting = append(waiting, from) // answered later, from another goroutine
@@ -36,7 +36,7 @@ func TestWildcardDelayedRepliesUnderFlood(t *testing.T) {
 			return
 		}
 		flooded.Add(1)
-	})}
+	})}}
 	defer d.Close()
 	var srv []*Pipe
 	var err error
@@ -127,7 +127,7 @@ func TestShutdownUDPBatch(t *testing.T) {
 	started := make(chan struct{}, 32)
 	var replied atomic.Int32
 	srv := listen(t, UDP, loopRoute(t, IPv4), &PipeConfig{Logger: quietLogger(),
-		MsgCB: MsgCallbackFunc(func(msg []byte, from Peer, p *Pipe) {
+		OnMsg: MsgCallbackFunc(func(msg []byte, from Peer, p *Pipe) {
 			started <- struct{}{}
 			time.Sleep(300 * time.Millisecond)
 			p.Send(msg, from)

@@ -31,7 +31,7 @@ func TestWriteTimeoutNonReadingPeer(t *testing.T) {
 		WriteTimeout: 200 * time.Millisecond,
 		OnEnd:        ends.onEnd,
 		Logger:       quietLogger(),
-		MsgCB: MsgCallbackFunc(func(msg []byte, from Peer, p *Pipe) {
+		OnMsg: MsgCallbackFunc(func(msg []byte, from Peer, p *Pipe) {
 			for range 64 { // 64 MiB: far more than the socket buffers take
 				if err := p.Send(big, from); err != nil {
 					sendErr <- err
@@ -82,7 +82,7 @@ func TestWriteTimeoutSlowReaderKept(t *testing.T) {
 	srv := listen(t, TCP, loopRoute(t, IPv4), &PipeConfig{
 		WriteTimeout: 300 * time.Millisecond,
 		Logger:       quietLogger(),
-		MsgCB: MsgCallbackFunc(func(_ []byte, from Peer, p *Pipe) {
+		OnMsg: MsgCallbackFunc(func(_ []byte, from Peer, p *Pipe) {
 			sendErr <- p.Send(msg, from)
 		}),
 	})
@@ -113,7 +113,7 @@ func TestWriteTimeoutSlowReaderKept(t *testing.T) {
 // TestAcceptQueueDropsEnded: a server whose owner never calls Accept holds
 // no connection that has ended, however many came and went.
 func TestAcceptQueueDropsEnded(t *testing.T) {
-	srv := listen(t, TCP, loopRoute(t, IPv4), &PipeConfig{MsgCB: echoCB, Logger: quietLogger()})
+	srv := listen(t, TCP, loopRoute(t, IPv4), &PipeConfig{OnMsg: echoCB, Logger: quietLogger()})
 	for range 300 {
 		c, err := net.Dial("tcp", srv.LocalAddr().String())
 		if err != nil {
@@ -151,7 +151,7 @@ func TestAcceptQueueDropsEnded(t *testing.T) {
 // talks; with no silent connection the newcomer is refused.
 func TestEvictSilentForNewcomer(t *testing.T) {
 	ends := newEndRec()
-	srv := listen(t, TCP, loopRoute(t, IPv4), &PipeConfig{MsgCB: echoCB, MaxConns: 2, OnEnd: ends.onEnd, Logger: quietLogger()})
+	srv := listen(t, TCP, loopRoute(t, IPv4), &PipeConfig{OnMsg: echoCB, MaxConns: 2, OnEnd: ends.onEnd, Logger: quietLogger()})
 	cs := connectN(t, srv.LocalAddr(), 2) // both talk once
 	trickler, talker := cs[0], cs[1]
 	// The talker talks every 100 ms; the trickler has sent its one byte.
@@ -191,7 +191,7 @@ func TestTLSHandshakeBoundedByIdle(t *testing.T) {
 	cert, _ := selfSigned(t)
 	ends := newEndRec()
 	srv := listen(t, TCP, loopRoute(t, IPv4), &PipeConfig{
-		MsgCB: echoCB, TLS: &tls.Config{Certificates: []tls.Certificate{cert}}, OnEnd: ends.onEnd, Logger: quietLogger(),
+		OnMsg: echoCB, TLS: &tls.Config{Certificates: []tls.Certificate{cert}}, OnEnd: ends.onEnd, Logger: quietLogger(),
 		IdleTimeout: 200 * time.Millisecond, ConnectTimeout: time.Hour,
 	})
 	c, err := net.Dial("tcp", srv.LocalAddr().String())
@@ -268,7 +268,7 @@ func TestConcurrentCallsClaimKey(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 			return nil
 		}}
-		d := &Daemon{MsgCB: echoCB, Pipe: PipeConfig{ReuseAddr: true, ListenConfig: slow}, Logger: quietLogger()}
+		d := &Daemon{PipeConfig: PipeConfig{OnMsg: echoCB, Logger: quietLogger(), ReuseAddr: true, ListenConfig: slow}}
 		var wg sync.WaitGroup
 		var ok atomic.Int32
 		for range 2 {

@@ -153,7 +153,7 @@ func newPipe(cfg *PipeConfig, proto Proto, server bool, parent *Pipe) *Pipe {
 		cfg.group.add(1)
 	}
 	if parent == nil {
-		p.cb.Store(&cbBox{cfg.MsgCB})
+		p.cb.Store(&cbBox{cfg.OnMsg})
 	}
 	return p
 }
@@ -786,11 +786,11 @@ func (p *Pipe) Clients() []*Pipe {
 	return cs
 }
 
-// SetMsgCB replaces the pipe's MsgCallback atomically; messages already
+// SetOnMsg replaces the pipe's MsgCallback (OnMsg) atomically; messages already
 // being delivered finish with the old one. On a TCP server it applies to
-// its connections too, unless one was given its own with SetMsgCB. nil
+// its connections too, unless one was given its own with SetOnMsg. nil
 // removes the callback.
-func (p *Pipe) SetMsgCB(cb MsgCallback) { p.cb.Store(&cbBox{cb}) }
+func (p *Pipe) SetOnMsg(cb MsgCallback) { p.cb.Store(&cbBox{cb}) }
 
 func (p *Pipe) handler() MsgCallback {
 	if b := p.cb.Load(); b != nil {

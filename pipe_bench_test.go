@@ -18,7 +18,7 @@ import (
 // cb, and returns the address and a stop function.
 func udpServer(b *testing.B, impl string, cb func()) (netip.AddrPort, func()) {
 	if impl == "p2pd" {
-		srv := listen(b, UDP, loopRoute(b, IPv4), &PipeConfig{MsgCB: MsgCallbackFunc(func([]byte, Peer, *Pipe) { cb() })})
+		srv := listen(b, UDP, loopRoute(b, IPv4), &PipeConfig{OnMsg: MsgCallbackFunc(func([]byte, Peer, *Pipe) { cb() })})
 		return srv.LocalAddr(), func() { srv.Close() }
 	}
 	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -104,7 +104,7 @@ func BenchmarkTCPDispatch(b *testing.B) {
 	for _, f := range []Framing{FrameRaw, FrameLength32} {
 		b.Run(f.String(), func(b *testing.B) {
 			got := make(chan struct{}, 1)
-			srv := listen(b, TCP, loopRoute(b, IPv4), &PipeConfig{Framing: f, MsgCB: MsgCallbackFunc(func([]byte, Peer, *Pipe) { got <- struct{}{} })})
+			srv := listen(b, TCP, loopRoute(b, IPv4), &PipeConfig{Framing: f, OnMsg: MsgCallbackFunc(func([]byte, Peer, *Pipe) { got <- struct{}{} })})
 			c, err := net.Dial("tcp4", srv.LocalAddr().String())
 			if err != nil {
 				b.Fatal(err)

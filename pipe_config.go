@@ -26,23 +26,23 @@ const (
 // PipeConfig holds the settings of a pipe. Its zero value is a valid
 // configuration and a nil *PipeConfig means the zero value. Listen and Dial
 // copy it: changing it afterwards does not affect the pipe (use
-// [Pipe.SetMsgCB] to change the callback). The pipes a TCP server accepts
+// [Pipe.SetOnMsg] to change the callback). The pipes a TCP server accepts
 // share their server's settings.
 type PipeConfig struct {
-	// MsgCB receives every message; see [MsgCallback] for the contract.
+	// OnMsg receives every message; see [MsgCallback] for the contract.
 	// Nil: messages only go to subscriptions ([Pipe.Subscribe]) and linked
 	// pipes ([Pipe.AddPipe]).
-	MsgCB MsgCallback
+	OnMsg MsgCallback
 
 	// OnUp is called when a conversation starts: on a TCP server, for each
 	// accepted connection (with the connection's pipe, after the TLS
 	// handshake if any); on a client pipe, once connected. It runs on the
-	// pipe's goroutine before any MsgCB of that pipe. Nil: not called.
+	// pipe's goroutine before any message of that pipe. Nil: not called.
 	OnUp func(p *Pipe)
 
 	// OnEnd is called exactly once for every pipe when it ends, server
 	// pipes included (check p.IsServer()), from the pipe's own goroutine
-	// after its last MsgCB. reason is nil for a local Close or Shutdown;
+	// after its last message. reason is nil for a local Close or Shutdown;
 	// otherwise it says why: io.EOF for a clean close by the peer,
 	// ErrIdleTimeout, ErrReadTimeout, ErrFrameTooLarge, ErrBadFrame,
 	// ErrOverBudget, a TLS or network error (test with errors.Is / errors.As). Nil: not called.
@@ -80,7 +80,7 @@ type PipeConfig struct {
 	WriteTimeout time.Duration
 
 	// MaxConns caps the connections a TCP server pipe holds at once. A
-	// Daemon also caps the total over its listeners (Daemon.MaxConns).
+	// Daemon also caps the total over its listeners (Daemon.MaxTotalConns).
 	// When a new connection comes to a full server, the server closes the
 	// connection that has received nothing for the longest (among a
 	// sample of 64), if that is at least a second, with reason ErrEvicted,

@@ -41,7 +41,7 @@ func TestNamespaceEcho(t *testing.T) {
 			t.Run(c.name+"/"+proto.String(), func(t *testing.T) {
 				var srv, cli *Pipe
 				var err error
-				a.Do(t, func() { srv, err = Listen(context.Background(), proto, c.route, &PipeConfig{MsgCB: echoCB}) })
+				a.Do(t, func() { srv, err = Listen(context.Background(), proto, c.route, &PipeConfig{OnMsg: echoCB}) })
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -51,7 +51,7 @@ func TestNamespaceEcho(t *testing.T) {
 				}
 				in := newInbox()
 				b.Do(t, func() {
-					cli, err = Dial(context.Background(), proto, c.bRoute, c.target.String(), srv.LocalAddr().Port(), &PipeConfig{MsgCB: in})
+					cli, err = Dial(context.Background(), proto, c.bRoute, c.target.String(), srv.LocalAddr().Port(), &PipeConfig{OnMsg: in})
 				})
 				if err != nil {
 					t.Fatal(err)

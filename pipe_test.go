@@ -146,7 +146,7 @@ func TestEchoLoopback(t *testing.T) {
 		for _, proto := range []Proto{TCP, UDP} {
 			t.Run(fmt.Sprintf("%v/%v", f, proto), func(t *testing.T) {
 				r := loopRoute(t, f)
-				srv := listen(t, proto, r, &PipeConfig{MsgCB: echoCB})
+				srv := listen(t, proto, r, &PipeConfig{OnMsg: echoCB})
 				if srv.LocalAddr().Port() == 0 || srv.Route().Bound != srv.LocalAddr() {
 					t.Fatalf("local %v route %v", srv.LocalAddr(), srv.Route())
 				}
@@ -154,7 +154,7 @@ func TestEchoLoopback(t *testing.T) {
 					t.Fatalf("accessors: server=%v proto=%v family=%v remote=%v", srv.IsServer(), srv.Proto(), srv.Family(), srv.RemoteAddr())
 				}
 				in := newInbox()
-				cli, err := Dial(context.Background(), proto, r.Family.routeForTest(), srv.LocalAddr().Addr().String(), srv.LocalAddr().Port(), &PipeConfig{MsgCB: in})
+				cli, err := Dial(context.Background(), proto, r.Family.routeForTest(), srv.LocalAddr().Addr().String(), srv.LocalAddr().Port(), &PipeConfig{OnMsg: in})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -207,7 +207,7 @@ func TestUDPSendTo(t *testing.T) {
 func TestTCPServerSendByAddr(t *testing.T) {
 	srv := listen(t, TCP, loopRoute(t, IPv4), nil)
 	in := newInbox()
-	cli := dial(t, TCP, srv.LocalAddr(), &PipeConfig{MsgCB: in})
+	cli := dial(t, TCP, srv.LocalAddr(), &PipeConfig{OnMsg: in})
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
 	conn, err := srv.Accept(ctx)
@@ -263,13 +263,13 @@ func TestAccept(t *testing.T) {
 
 func TestUpEndOnce(t *testing.T) {
 	rec := newEndRec()
-	cfg := &PipeConfig{OnUp: rec.onUp, OnEnd: rec.onEnd, MsgCB: echoCB}
+	cfg := &PipeConfig{OnUp: rec.onUp, OnEnd: rec.onEnd, OnMsg: echoCB}
 	srv, err := Listen(context.Background(), TCP, loopRoute(t, IPv4), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	in := newInbox()
-	cli, err := Dial(context.Background(), TCP, Route{}, "127.0.0.1", srv.LocalAddr().Port(), &PipeConfig{OnUp: rec.onUp, OnEnd: rec.onEnd, MsgCB: in})
+	cli, err := Dial(context.Background(), TCP, Route{}, "127.0.0.1", srv.LocalAddr().Port(), &PipeConfig{OnUp: rec.onUp, OnEnd: rec.onEnd, OnMsg: in})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -351,9 +351,9 @@ func TestPanicConfinedToOneMessage(t *testing.T) {
 	})
 	for _, proto := range []Proto{TCP, UDP} {
 		t.Run(proto.String(), func(t *testing.T) {
-			srv := listen(t, proto, loopRoute(t, IPv4), &PipeConfig{MsgCB: cb, Logger: logger, Framing: FrameLine})
+			srv := listen(t, proto, loopRoute(t, IPv4), &PipeConfig{OnMsg: cb, Logger: logger, Framing: FrameLine})
 			in := newInbox()
-			cli := dial(t, proto, srv.LocalAddr(), &PipeConfig{MsgCB: in, Framing: FrameLine})
+			cli := dial(t, proto, srv.LocalAddr(), &PipeConfig{OnMsg: in, Framing: FrameLine})
 			cli.Send([]byte("boom"), Peer{})
 			time.Sleep(20 * time.Millisecond)
 			cli.Send([]byte("after"), Peer{})
@@ -384,19 +384,19 @@ func TestSetMsgCB(t *testing.T) {
 		return MsgCallbackFunc(func(msg []byte, from Peer, p *Pipe) { p.Send([]byte(s), from) })
 	}
 	for _, proto := range []Proto{TCP, UDP} {
-		srv := listen(t, proto, loopRoute(t, IPv4), &PipeConfig{MsgCB: reply("A")})
+		srv := listen(t, proto, loopRoute(t, IPv4), &PipeConfig{OnMsg: reply("A")})
 		in := newInbox()
-		cli := dial(t, proto, srv.LocalAddr(), &PipeConfig{MsgCB: in})
+		cli := dial(t, proto, srv.LocalAddr(), &PipeConfig{OnMsg: in})
 		cli.Send([]byte("?"), Peer{})
 		if m := in.next(t); string(m.Data) != "A" {
 			t.Fatalf("%v: got %q", proto, m.Data)
 		}
-		srv.SetMsgCB(reply("B")) // applies to the existing TCP conn too
+		srv.SetOnMsg(reply("B")) // applies to the existing TCP conn too
 		cli.Send([]byte("?"), Peer{})
 		if m := in.next(t); string(m.Data) != "B" {
 			t.Fatalf("%v: got %q after swap", proto, m.Data)
 		}
-		srv.SetMsgCB(nil)
+		srv.SetOnMsg(nil)
 		cli.Send([]byte("?"), Peer{})
 		in.none(t, 50*time.Millisecond)
 	}
@@ -404,9 +404,9 @@ func TestSetMsgCB(t *testing.T) {
 
 func TestIdleAndReadTimeout(t *testing.T) {
 	rec := newEndRec()
-	srv := listen(t, TCP, loopRoute(t, IPv4), &PipeConfig{IdleTimeout: 100 * time.Millisecond, OnEnd: rec.onEnd, MsgCB: echoCB})
+	srv := listen(t, TCP, loopRoute(t, IPv4), &PipeConfig{IdleTimeout: 100 * time.Millisecond, OnEnd: rec.onEnd, OnMsg: echoCB})
 	in := newInbox()
-	cli := dial(t, TCP, srv.LocalAddr(), &PipeConfig{MsgCB: in})
+	cli := dial(t, TCP, srv.LocalAddr(), &PipeConfig{OnMsg: in})
 	// Activity keeps it open past the timeout.
 	for range 3 {
 		time.Sleep(60 * time.Millisecond)
@@ -438,7 +438,7 @@ func TestIdleAndReadTimeout(t *testing.T) {
 func TestCloseWhileBusy(t *testing.T) {
 	for _, proto := range []Proto{TCP, UDP} {
 		t.Run(proto.String(), func(t *testing.T) {
-			srv, err := Listen(context.Background(), proto, loopRoute(t, IPv4), &PipeConfig{MsgCB: echoCB})
+			srv, err := Listen(context.Background(), proto, loopRoute(t, IPv4), &PipeConfig{OnMsg: echoCB})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -455,7 +455,7 @@ func TestCloseWhileBusy(t *testing.T) {
 			var wg sync.WaitGroup
 			var sent atomic.Int64
 			for i := 0; i < 16; i++ {
-				cli, err := Dial(context.Background(), proto, Route{}, "127.0.0.1", srv.LocalAddr().Port(), &PipeConfig{MsgCB: MsgCallbackFunc(func([]byte, Peer, *Pipe) {})})
+				cli, err := Dial(context.Background(), proto, Route{}, "127.0.0.1", srv.LocalAddr().Port(), &PipeConfig{OnMsg: MsgCallbackFunc(func([]byte, Peer, *Pipe) {})})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -503,7 +503,7 @@ func TestCloseFromCallback(t *testing.T) {
 	for _, which := range []string{"self", "parent"} {
 		t.Run(which, func(t *testing.T) {
 			srv := listen(t, TCP, loopRoute(t, IPv4), nil)
-			srv.SetMsgCB(MsgCallbackFunc(func(msg []byte, from Peer, p *Pipe) {
+			srv.SetOnMsg(MsgCallbackFunc(func(msg []byte, from Peer, p *Pipe) {
 				p.Send(msg, from)
 				if which == "self" {
 					p.Close()
@@ -513,7 +513,7 @@ func TestCloseFromCallback(t *testing.T) {
 				p.Send(msg, from) // after Close: an error, not a hang
 			}))
 			in := newInbox()
-			cli := dial(t, TCP, srv.LocalAddr(), &PipeConfig{MsgCB: in})
+			cli := dial(t, TCP, srv.LocalAddr(), &PipeConfig{OnMsg: in})
 			cli.Send([]byte("bye"), Peer{})
 			in.next(t)
 			waitDone(t, cli)
@@ -527,7 +527,7 @@ func TestCloseFromCallback(t *testing.T) {
 func TestShutdownLetsCallbackFinish(t *testing.T) {
 	var finished atomic.Bool
 	started := make(chan struct{})
-	srv, err := Listen(context.Background(), TCP, loopRoute(t, IPv4), &PipeConfig{MsgCB: MsgCallbackFunc(func([]byte, Peer, *Pipe) {
+	srv, err := Listen(context.Background(), TCP, loopRoute(t, IPv4), &PipeConfig{OnMsg: MsgCallbackFunc(func([]byte, Peer, *Pipe) {
 		close(started)
 		time.Sleep(100 * time.Millisecond)
 		finished.Store(true)
@@ -602,13 +602,13 @@ func TestServePacketConn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := ServePacketConn(pc, &PipeConfig{MsgCB: echoCB})
+	srv, err := ServePacketConn(pc, &PipeConfig{OnMsg: echoCB})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer srv.Close()
 	in := newInbox()
-	cli := dial(t, UDP, srv.LocalAddr(), &PipeConfig{MsgCB: in})
+	cli := dial(t, UDP, srv.LocalAddr(), &PipeConfig{OnMsg: in})
 	cli.Send([]byte("adopted"), Peer{})
 	if m := in.next(t); string(m.Data) != "adopted" {
 		t.Fatalf("got %q", m.Data)

@@ -38,7 +38,7 @@ func TestWildcardUDPRepliesFromDestination(t *testing.T) {
 	llA := a.LinkLocal(t, "eth1")
 
 	rec := &dstRec{dst: make(map[string]netip.AddrPort)}
-	d := &Daemon{MsgCB: rec}
+	d := &Daemon{PipeConfig: PipeConfig{OnMsg: rec}}
 	defer d.Close()
 	var err error
 	a.Do(t, func() {

@@ -309,7 +309,7 @@ func TestSTUNNamespaceNAT(t *testing.T) {
 		res := newRes(nn.coturn...)
 		var ifc *Interface
 		var err error
-		d := &Daemon{Logger: quietLog}
+		d := &Daemon{PipeConfig: PipeConfig{Logger: quietLog}}
 		defer d.Close()
 		nn.client.Do(t, func() {
 			if ifc, err = InterfaceByName("eth0"); err != nil {

@@ -33,7 +33,7 @@ func recvT(t *testing.T, p *Pipe, s *Sub) Msg {
 
 func TestSubscribeFilters(t *testing.T) {
 	in := newInbox()
-	srv := listen(t, UDP, loopRoute(t, IPv4), &PipeConfig{MsgCB: in})
+	srv := listen(t, UDP, loopRoute(t, IPv4), &PipeConfig{OnMsg: in})
 	a := udpFrom(t, 4209, srv.LocalAddr())
 	b := udpFrom(t, 42090, srv.LocalAddr())
 
@@ -75,7 +75,7 @@ func TestSubscribeFilters(t *testing.T) {
 
 func TestSubscribeFullQueueDrops(t *testing.T) {
 	in := newInbox()
-	srv := listen(t, UDP, loopRoute(t, IPv4), &PipeConfig{MsgCB: in, QueueSize: 2})
+	srv := listen(t, UDP, loopRoute(t, IPv4), &PipeConfig{OnMsg: in, QueueSize: 2})
 	s, _ := srv.Subscribe("", netip.AddrPort{})
 	cli := dial(t, UDP, srv.LocalAddr(), nil)
 	for i := range 5 {

@@ -49,14 +49,14 @@ func TestTLS(t *testing.T) {
 	_, otherPool := selfSigned(t)
 	rec := newEndRec()
 	srv := listen(t, TCP, loopRoute(t, IPv4), &PipeConfig{
-		MsgCB: echoCB, Framing: FrameLine, OnEnd: rec.onEnd,
+		OnMsg: echoCB, Framing: FrameLine, OnEnd: rec.onEnd,
 		TLS: &tls.Config{Certificates: []tls.Certificate{cert}},
 	})
 	port := srv.LocalAddr().Port()
 
 	t.Run("echo", func(t *testing.T) {
 		in := newInbox()
-		cli, err := Dial(context.Background(), TCP, Route{}, "127.0.0.1", port, &PipeConfig{MsgCB: in, Framing: FrameLine, TLS: &tls.Config{RootCAs: pool}})
+		cli, err := Dial(context.Background(), TCP, Route{}, "127.0.0.1", port, &PipeConfig{OnMsg: in, Framing: FrameLine, TLS: &tls.Config{RootCAs: pool}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -68,7 +68,7 @@ func TestTLS(t *testing.T) {
 	})
 	t.Run("plaintext client", func(t *testing.T) {
 		in := newInbox()
-		cli, err := Dial(context.Background(), TCP, Route{}, "127.0.0.1", port, &PipeConfig{MsgCB: in})
+		cli, err := Dial(context.Background(), TCP, Route{}, "127.0.0.1", port, &PipeConfig{OnMsg: in})
 		if err != nil {
 			t.Fatal(err)
 		}

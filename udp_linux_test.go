@@ -62,7 +62,7 @@ func readN(t *testing.T, c *net.UDPConn, n int) map[string]bool {
 func TestUDPBatchEcho(t *testing.T) {
 	want := datagrams(100)
 	srv, cli := prefilled(t, want)
-	p, err := ServePacketConn(srv, &PipeConfig{MsgCB: echoCB, UDPBatch: 16})
+	p, err := ServePacketConn(srv, &PipeConfig{OnMsg: echoCB, UDPBatch: 16})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func TestUDPBatchEcho(t *testing.T) {
 func TestUDPBatchOff(t *testing.T) {
 	want := datagrams(20)
 	srv, cli := prefilled(t, want)
-	p, err := ServePacketConn(srv, &PipeConfig{MsgCB: echoCB, UDPBatch: 1})
+	p, err := ServePacketConn(srv, &PipeConfig{OnMsg: echoCB, UDPBatch: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +132,7 @@ func TestUDPQueuedSendNotHeldByBlockedCallback(t *testing.T) {
 		}
 		p.Send(msg, from)
 	})
-	p, err := ServePacketConn(srv, &PipeConfig{MsgCB: cb})
+	p, err := ServePacketConn(srv, &PipeConfig{OnMsg: cb})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +171,7 @@ func TestUDPBatchCloseFromCallback(t *testing.T) {
 			p.Close()
 		}
 	})
-	p, err := ServePacketConn(srv, &PipeConfig{MsgCB: cb})
+	p, err := ServePacketConn(srv, &PipeConfig{OnMsg: cb})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +192,7 @@ func TestUDPQueueRefusesUnsendable(t *testing.T) {
 		errs <- p.Send(msg, Peer{AddrPort: netip.MustParseAddrPort("[2001:db8::1]:9")})
 		p.Send(msg, from)
 	})
-	p, err := ServePacketConn(srv, &PipeConfig{MsgCB: cb})
+	p, err := ServePacketConn(srv, &PipeConfig{OnMsg: cb})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +228,7 @@ func TestUDPBatchRepliesFromDestination(t *testing.T) {
 		}
 		clients = append(clients, c)
 	}
-	p, err := ServePacketConn(srv, &PipeConfig{MsgCB: echoCB})
+	p, err := ServePacketConn(srv, &PipeConfig{OnMsg: echoCB})
 	if err != nil {
 		t.Fatal(err)
 	}

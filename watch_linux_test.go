@@ -47,7 +47,7 @@ func TestWatchAddrRemoved(t *testing.T) {
 	a.AddDummy(testnet.IfConfig{Name: "lan1", Addrs: []string{"10.79.0.1/24"}})
 
 	events := make(chan Event, 16)
-	d := &Daemon{MsgCB: echoCB, WatchInterval: 20 * time.Millisecond, Logger: quietLogger(),
+	d := &Daemon{PipeConfig: PipeConfig{OnMsg: echoCB, Logger: quietLogger()}, WatchInterval: 20 * time.Millisecond,
 		OnEvent: func(e Event) { events <- e }}
 	defer d.Close()
 	var err error
@@ -132,7 +132,7 @@ func TestUDPRecvDropped(t *testing.T) {
 		}
 		p.Send(msg, from)
 	})
-	srv := listen(t, UDP, loopRoute(t, IPv4), &PipeConfig{MsgCB: cb})
+	srv := listen(t, UDP, loopRoute(t, IPv4), &PipeConfig{OnMsg: cb})
 	c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(srv.LocalAddr()))
 	if err != nil {
 		t.Fatal(err)

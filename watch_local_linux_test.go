@@ -57,7 +57,7 @@ func noFailure(t *testing.T, events <-chan Event, what string) {
 // process's namespace, on loopback only: no root needed.
 func TestWatchLoopbackAlias(t *testing.T) {
 	events := make(chan Event, 16)
-	d := &Daemon{MsgCB: echoCB, WatchInterval: 10 * time.Millisecond, Logger: quietLogger(),
+	d := &Daemon{PipeConfig: PipeConfig{OnMsg: echoCB, Logger: quietLogger()}, WatchInterval: 10 * time.Millisecond,
 		OnEvent: func(e Event) { events <- e }}
 	defer d.Close()
 	ip := netip.MustParseAddr("127.0.0.2")
@@ -102,9 +102,9 @@ func TestWatchAnyIP(t *testing.T) {
 			a.IP(t, "route", "add", "local", tc.prefix, "dev", "lo")
 
 			events := make(chan Event, 16)
-			d := &Daemon{MsgCB: echoCB, WatchInterval: 10 * time.Millisecond, Logger: quietLogger(),
+			d := &Daemon{PipeConfig: PipeConfig{OnMsg: echoCB, Logger: quietLogger()}, WatchInterval: 10 * time.Millisecond,
 				OnEvent: func(e Event) { events <- e }}
-			d.Pipe.FreeBind = tc.f == IPv6
+			d.FreeBind = tc.f == IPv6
 			defer d.Close()
 			ip := netip.MustParseAddr(tc.addr)
 			r := Route{Family: tc.f, NIC: []netip.Addr{ip}, Bound: netip.AddrPortFrom(ip, 0)}

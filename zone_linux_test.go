@@ -35,7 +35,7 @@ func TestZoneNotFromStaleCache(t *testing.T) {
 			t.Fatal(err)
 		}
 		b.Do(t, func() { net.Interfaces() }) // and again, right before the bind
-		if srv, err = p2pd.Listen(context.Background(), p2pd.TCP, r, &p2pd.PipeConfig{MsgCB: echoCB}); err != nil {
+		if srv, err = p2pd.Listen(context.Background(), p2pd.TCP, r, &p2pd.PipeConfig{OnMsg: echoCB}); err != nil {
 			t.Fatal(err)
 		}
 	})

@@ -55,13 +55,12 @@ func run(ifname, portList string, serveFor time.Duration) error {
 		defer cancel()
 	}
 
-	d := &p2pd.Daemon{
-		MsgCB: p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
-			// Send writes before it returns, so msg needs no copy.
-			if err := p.Send(msg, from); err != nil {
-				fmt.Fprintln(os.Stderr, "echo: reply to", from, err)
-			}
-		}),
+	d := &p2pd.Daemon{PipeConfig: p2pd.PipeConfig{OnMsg: p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
+		// Send writes before it returns, so msg needs no copy.
+		if err := p.Send(msg, from); err != nil {
+			fmt.Fprintln(os.Stderr, "echo: reply to", from, err)
+		}
+	})},
 	}
 	defer d.Close()
 	listeners, err := d.ListenAll(ctx, []p2pd.Target{target}, ps, []p2pd.Proto{p2pd.TCP, p2pd.UDP}, p2pd.AnyFamily)

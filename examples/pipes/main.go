@@ -32,7 +32,7 @@ func run() error {
 	}
 	for _, proto := range []p2pd.Proto{p2pd.TCP, p2pd.UDP} {
 		srv, err := p2pd.Listen(ctx, proto, route, &p2pd.PipeConfig{
-			MsgCB: echo,
+			OnMsg: echo,
 			OnUp:  func(p *p2pd.Pipe) { fmt.Printf("  %v client %v connected\n", proto, p.RemoteAddr()) },
 		})
 		if err != nil {

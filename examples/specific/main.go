@@ -33,11 +33,9 @@ func main() {
 }
 
 func run(port uint16) error {
-	d := &p2pd.Daemon{
-		MsgCB: p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
-			p.Send(append([]byte("echo: "), msg...), from)
-		}),
-		// Where a family is missing (no IPv6 loopback in a container, say),
+	d := &p2pd.Daemon{PipeConfig: p2pd.PipeConfig{OnMsg: p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
+		p.Send(append([]byte("echo: "), msg...), from)
+	})}, // Where a family is missing (no IPv6 loopback in a container, say),
 		// keep the listeners that could be opened.
 		BestEffort: true,
 	}

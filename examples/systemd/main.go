@@ -50,12 +50,11 @@ func run(portList string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	d := &p2pd.Daemon{
-		MsgCB: p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
-			if err := p.Send(msg, from); err != nil {
-				fmt.Fprintln(os.Stderr, "p2pd-echo: reply to", from, err)
-			}
-		}),
+	d := &p2pd.Daemon{PipeConfig: p2pd.PipeConfig{OnMsg: p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
+		if err := p.Send(msg, from); err != nil {
+			fmt.Fprintln(os.Stderr, "p2pd-echo: reply to", from, err)
+		}
+	})},
 	}
 	defer d.Close()
 

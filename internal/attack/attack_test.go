@@ -166,7 +166,7 @@ func echoFramed(t *testing.T, addr netip.AddrPort, msg string) {
 // served meanwhile.
 func TestAttackLengthHeaders(t *testing.T) {
 	const n = 2000
-	srv := listen(t, p2pd.TCP, &p2pd.PipeConfig{Framing: p2pd.FrameLength32, MsgCB: echo, Logger: quiet})
+	srv := listen(t, p2pd.TCP, &p2pd.PipeConfig{Framing: p2pd.FrameLength32, OnMsg: echo, Logger: quiet})
 	h0 := heap()
 	cs := dialN(t, srv.LocalAddr(), n)
 	waitFor(t, "connections", func() bool { return srv.Stats().Conns == n })
@@ -199,7 +199,7 @@ func TestAttackLengthHeaders(t *testing.T) {
 // counted, and a legitimate client is served.
 func TestAttackBudget(t *testing.T) {
 	const n, part, budget = 400, 8 << 10, 1 << 20
-	srv := listen(t, p2pd.TCP, &p2pd.PipeConfig{Framing: p2pd.FrameLength32, MsgCB: echo, Logger: quiet, MaxBuffered: budget})
+	srv := listen(t, p2pd.TCP, &p2pd.PipeConfig{Framing: p2pd.FrameLength32, OnMsg: echo, Logger: quiet, MaxBuffered: budget})
 	cs := dialN(t, srv.LocalAddr(), n)
 	waitFor(t, "connections", func() bool { return srv.Stats().Conns == n })
 	h1 := heap()
@@ -234,7 +234,7 @@ func TestAttackNonReader(t *testing.T) {
 	var least, worst time.Duration
 	var timedOut atomic.Int32
 	srv := listen(t, p2pd.TCP, &p2pd.PipeConfig{WriteTimeout: wt, Logger: quiet,
-		MsgCB: p2pd.MsgCallbackFunc(func(_ []byte, from p2pd.Peer, p *p2pd.Pipe) {
+		OnMsg: p2pd.MsgCallbackFunc(func(_ []byte, from p2pd.Peer, p *p2pd.Pipe) {
 			start := time.Now()
 			for range 256 {
 				if err := p.Send(big, from); err != nil {
@@ -281,7 +281,7 @@ func TestAttackSourceFlood(t *testing.T) {
 	var mu sync.Mutex
 	var kept []p2pd.Peer
 	var flood atomic.Int64
-	d := &p2pd.Daemon{Logger: quiet, MsgCB: p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
+	d := &p2pd.Daemon{PipeConfig: p2pd.PipeConfig{Logger: quiet, OnMsg: p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
 		if strings.HasPrefix(string(msg), "ask") {
 			mu.Lock()
 			kept = append(kept, from)
@@ -289,7 +289,7 @@ func TestAttackSourceFlood(t *testing.T) {
 			return
 		}
 		flood.Add(1)
-	})}
+	})}}
 	defer d.Close()
 	var ls []*p2pd.Pipe
 	var cs []*net.UDPConn
@@ -368,7 +368,7 @@ func TestAttackKeptMsg(t *testing.T) {
 	var kept [][]byte
 	var want []string
 	srv, err := p2pd.Listen(context.Background(), p2pd.UDP, loopback(t), &p2pd.PipeConfig{Logger: quiet,
-		MsgCB: p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
+		OnMsg: p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
 			mu.Lock()
 			kept = append(kept, msg) // the bug
 			want = append(want, string(msg))

@@ -149,20 +149,17 @@ func (r *soakRun) run() error {
 		return err
 	}
 	ac := newAddrChurn()
-	r.load = &p2pd.Daemon{
-		MsgCB:         p2pd.MsgCallbackFunc(r.echo),
-		Pipe:          p2pd.PipeConfig{Framing: p2pd.FrameLength32},
-		WatchInterval: WatchInterval,
-		OnEvent:       ac.onEvent,
-		OnEnd:         r.loadEnded,
-		Logger:        logger,
+	r.load = &p2pd.Daemon{PipeConfig: p2pd.PipeConfig{OnMsg: p2pd.MsgCallbackFunc(r.echo),
+
+		OnEnd:  r.loadEnded,
+		Logger: logger, Framing: p2pd.FrameLength32}, WatchInterval: WatchInterval,
+		OnEvent: ac.onEvent,
 	}
-	r.edge = &p2pd.Daemon{
-		MsgCB: p2pd.MsgCallbackFunc(edgeCB),
-		Pipe: p2pd.PipeConfig{Framing: p2pd.FrameLength32,
-			IdleTimeout: EdgeIdleTimeout, ReadTimeout: EdgeReadTimeout},
+	r.edge = &p2pd.Daemon{PipeConfig: p2pd.PipeConfig{OnMsg: p2pd.MsgCallbackFunc(edgeCB),
+
 		OnEnd:  r.edgeEnded,
-		Logger: logger,
+		Logger: logger, Framing: p2pd.FrameLength32,
+		IdleTimeout: EdgeIdleTimeout, ReadTimeout: EdgeReadTimeout},
 	}
 	ports := p2pd.Ports{{Start: cfg.PortBase, End: cfg.PortBase + uint16(cfg.Listeners-1)}}
 	lps, err := r.load.ListenAll(ctx, []p2pd.Target{route}, ports, []p2pd.Proto{p2pd.TCP}, p2pd.IPv4)

@@ -11,9 +11,9 @@ import (
 // sends every message back, one ListenAll on a loopback route, the default
 // (zero) PipeConfig.
 func startP2PD(ctx context.Context, proto string, addr netip.AddrPort) (func() error, error) {
-	d := &p2pd.Daemon{MsgCB: p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
+	d := &p2pd.Daemon{PipeConfig: p2pd.PipeConfig{OnMsg: p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
 		p.Send(msg, from)
-	})}
+	})}}
 	fam := p2pd.IPv4
 	if addr.Addr().Is6() {
 		fam = p2pd.IPv6

@@ -222,11 +222,9 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // openP2PD opens n listeners with one ListenAll call on the IPv4 route of
 // 127.0.0.1. base 0 opens one listener on a port the OS chooses.
 func openP2PD(proto string, base, n int) (closer, error) {
-	d := &p2pd.Daemon{
-		MsgCB: p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
-			_ = p.Send(msg, from) // echo
-		}),
-		MaxListeners: n, // the default cap is 1024
+	d := &p2pd.Daemon{PipeConfig: p2pd.PipeConfig{OnMsg: p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
+		_ = p.Send(msg, from) // echo
+	})}, MaxListeners: n, // the default cap is 1024
 	}
 	pr := p2pd.TCP
 	if proto == "udp" {
