@@ -138,7 +138,7 @@ type Daemon struct {
 	binding   map[listenKey]bool // fixed-port keys that calls in progress are binding
 	cb        MsgCallback        // set by SetOnMsg
 	cbSet     bool
-	ownCB     map[*Pipe]bool     // listeners opened with a callback of their own (the MsgCB option)
+	ownCB     map[*Pipe]bool // listeners opened with a callback of their own (the MsgCB option)
 	closed    bool
 	own       group        // calls in progress, listeners and the watcher, for Shutdown
 	dog       watcher      // the watchdog of the listeners' blocked UDP batches

@@ -4,18 +4,28 @@
 //
 // # Daemons
 //
-// A [Daemon] is a server made of many listeners that share one
+// A [Daemon] is a server made of many listeners whose messages go to a
 // [MsgCallback]. [Daemon.ListenAll] expands targets (interfaces, routes,
 // route pools) × ports × protocols × address families into listeners; IPv6
 // is served twice, on the global address and on the link-local one with its
-// zone, so a server is reachable from outside and on the LAN:
+// zone, so a server is reachable from outside and on the LAN. P2PD's
+// "subclass Daemon and define msg_cb" is, in Go, a type that embeds a
+// Daemon and defines MsgCB:
 //
-//	d := &p2pd.Daemon{MsgCB: p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
-//		p.Send(msg, from)
-//	})}
-//	defer d.Close()
+//	type Echo struct{ p2pd.Daemon }
+//
+//	func (e *Echo) MsgCB(msg []byte, from p2pd.Peer, p *p2pd.Pipe) { p.Send(msg, from) }
+//
+//	e := new(Echo)
+//	e.OnMsg = e
+//	defer e.Close()
 //	ports, _ := p2pd.ParsePorts("10000,30000-30100")
-//	_, err := d.ListenAll(ctx, []p2pd.Target{ifc}, ports, []p2pd.Proto{p2pd.TCP, p2pd.UDP}, p2pd.AnyFamily)
+//	_, err := e.ListenAll(ctx, []p2pd.Target{ifc}, ports, []p2pd.Proto{p2pd.TCP, p2pd.UDP}, p2pd.AnyFamily)
+//
+// A call may also carry its own callback and error_on_af, as P2PD's
+// listen_all(..., msg_cb, error_on_af) does:
+//
+//	d.ListenAll(ctx, targets, ports, protos, p2pd.AnyFamily, p2pd.MsgCB(cb), p2pd.ErrorOnAF(true))
 //
 // [Daemon.ListenSpecific] binds routes exactly as bound (the wildcard, the
 // loopback), and [Daemon.Lookup] finds a listener by family, protocol, port

@@ -37,6 +37,16 @@ func main() {
 	}
 }
 
+// echoDaemon is a Daemon that answers every message with itself.
+type echoDaemon struct{ p2pd.Daemon }
+
+func (d *echoDaemon) MsgCB(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
+	// Send writes before it returns, so msg needs no copy.
+	if err := p.Send(msg, from); err != nil {
+		fmt.Fprintln(os.Stderr, "echo: reply to", from, err)
+	}
+}
+
 func run(ifname, portList string, serveFor time.Duration) error {
 	ps, err := p2pd.ParsePorts(portList)
 	if err != nil {
@@ -55,13 +65,8 @@ func run(ifname, portList string, serveFor time.Duration) error {
 		defer cancel()
 	}
 
-	d := &p2pd.Daemon{PipeConfig: p2pd.PipeConfig{OnMsg: p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
-		// Send writes before it returns, so msg needs no copy.
-		if err := p.Send(msg, from); err != nil {
-			fmt.Fprintln(os.Stderr, "echo: reply to", from, err)
-		}
-	})},
-	}
+	d := new(echoDaemon)
+	d.OnMsg = d // P2PD's "subclass Daemon and define msg_cb"
 	defer d.Close()
 	listeners, err := d.ListenAll(ctx, []p2pd.Target{target}, ps, []p2pd.Proto{p2pd.TCP, p2pd.UDP}, p2pd.AnyFamily)
 	if err != nil {
