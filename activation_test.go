@@ -253,7 +253,7 @@ func TestActivationAdopt(t *testing.T) {
 	actCheckEcho(t, names, addrs)
 	mu.Lock()
 	if seen != len(addrs) {
-		t.Errorf("AddMsgCB: new callback saw %d messages, want %d", seen, len(addrs))
+		t.Errorf("SetOnMsg: new callback saw %d messages, want %d", seen, len(addrs))
 	}
 	mu.Unlock()
 

@@ -746,8 +746,8 @@ func dmLoopEcho(t *testing.T, c net.Conn, msg string) string {
 	return string(buf[:n])
 }
 
-// AddMsgCB swaps the callback of every listener and of open connections.
-func TestAddMsgCB(t *testing.T) {
+// SetOnMsg swaps the callback of every listener and of open connections.
+func TestSetOnMsg(t *testing.T) {
 	d := &p2pd.Daemon{PipeConfig: p2pd.PipeConfig{OnMsg: dmEchoCB}}
 	defer d.Close()
 	var specs []p2pd.Specific
@@ -801,7 +801,7 @@ func TestAddMsgCB(t *testing.T) {
 	}
 	d.Close()
 	if err := d.SetOnMsg(dmEchoCB); !errors.Is(err, p2pd.ErrDaemonClosed) {
-		t.Fatalf("AddMsgCB after Close: %v", err)
+		t.Fatalf("SetOnMsg after Close: %v", err)
 	}
 }
 

@@ -489,7 +489,7 @@ func hostileCases() []hostileCase {
 			}},
 		{name: "closed/AddListener", is: []error{ErrDaemonClosed},
 			call: func(e *hostileEnv) error { _, err := e.closedD.AddListener(bg, UDP, e.lo4); return err }},
-		{name: "closed/AddMsgCB", is: []error{ErrDaemonClosed},
+		{name: "closed/SetOnMsg", is: []error{ErrDaemonClosed},
 			call: func(e *hostileEnv) error { return e.closedD.SetOnMsg(echoCB) }},
 
 		// ---- Listen ----

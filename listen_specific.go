@@ -58,3 +58,15 @@ func (d *Daemon) listenSpecific(ctx context.Context, op string, specs []Specific
 	defer d.release(len(specs))
 	return d.open(ctx, op, specs, pol)
 }
+
+// AddListener opens one listener for proto on route r, as bound (an unbound
+// route is bound to its default address with port 0, as [Listen] does). It
+// is ListenSpecific with one entry. On failure the error is a *ListenError
+// whose Failed holds the *BindError.
+func (d *Daemon) AddListener(ctx context.Context, proto Proto, r Route, opts ...ListenOption) (*Pipe, error) {
+	ps, err := d.listenSpecific(ctx, "add listener", []Specific{{Route: r, Proto: proto}}, opts)
+	if len(ps) == 1 {
+		return ps[0], err
+	}
+	return nil, err
+}

@@ -379,7 +379,7 @@ func (h countHandler) Handle(ctx context.Context, r slog.Record) error {
 	return h.Handler.Handle(ctx, r)
 }
 
-func TestSetMsgCB(t *testing.T) {
+func TestPipeSetOnMsg(t *testing.T) {
 	reply := func(s string) MsgCallback {
 		return MsgCallbackFunc(func(msg []byte, from Peer, p *Pipe) { p.Send([]byte(s), from) })
 	}
