@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 )
 
 // Sentinel errors. Test for them with errors.Is: the errors returned by this
@@ -79,14 +80,32 @@ func (e *AddrError) Error() string {
 
 func (e *AddrError) Unwrap() error { return e.Err }
 
-// trimPrefix drops a leading "p2pd: " so nested errors read once.
+// trimPrefix is err's text without "p2pd: " (leading or nested), for the
+// text of an error that wraps it and says "p2pd: " itself.
 func trimPrefix(err error) string {
 	if err == nil {
 		return "<nil>"
 	}
-	s := err.Error()
-	if len(s) > 6 && s[:6] == "p2pd: " {
-		return s[6:]
-	}
-	return s
+	return strings.ReplaceAll(err.Error(), "p2pd: ", "")
 }
+
+// errorf is fmt.Errorf for p2pd's own messages, whose format starts with
+// "p2pd: ": the p2pd errors it wraps lose their own "p2pd: ", so that the
+// text says it once ("p2pd: bind ...: invalid value", not "p2pd: bind
+// ...: p2pd: invalid value"). errors.Is and errors.As see through it.
+func errorf(format string, a ...any) error {
+	err := fmt.Errorf(format, a...)
+	if rest, ok := strings.CutPrefix(err.Error(), "p2pd: "); ok && strings.Contains(rest, "p2pd: ") {
+		return &textError{msg: "p2pd: " + strings.ReplaceAll(rest, "p2pd: ", ""), err: err}
+	}
+	return err
+}
+
+// textError is an error with its text made once.
+type textError struct {
+	msg string
+	err error
+}
+
+func (e *textError) Error() string { return e.msg }
+func (e *textError) Unwrap() error { return e.err }

@@ -3,10 +3,9 @@
 package p2pd
 
 import (
-	"fmt"
 	"syscall"
 )
 
 func setFreeBind(syscall.RawConn, bool) error {
-	return fmt.Errorf("p2pd: FreeBind: %w", ErrUnsupported)
+	return errorf("p2pd: FreeBind: %w", ErrUnsupported)
 }

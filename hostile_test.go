@@ -788,6 +788,10 @@ func checkHostileErr(t *testing.T, tc hostileCase, err error) {
 		t.Errorf("no error")
 		return
 	}
+	// "p2pd: " once, at the start: no stutter.
+	if msg := err.Error(); !strings.HasPrefix(msg, "p2pd: ") || strings.Count(msg, "p2pd:") != 1 {
+		t.Errorf("error text %q: want one \"p2pd: \", at the start", msg)
+	}
 	for _, target := range tc.is {
 		if !errors.Is(err, target) {
 			t.Errorf("errors.Is(%q, %v) is false; chain: %s", err, target, hzChain(err))

@@ -87,7 +87,7 @@ func parseAddrFlags(s string) (AddrFlags, error) {
 	for part := range strings.SplitSeq(s, "|") {
 		i := slices.Index(addrFlagNames[:], part)
 		if i < 0 {
-			return 0, fmt.Errorf("p2pd: %w: address flag %q", ErrInvalid, part)
+			return 0, errorf("p2pd: %w: address flag %q", ErrInvalid, part)
 		}
 		f |= 1 << i
 	}

@@ -46,7 +46,7 @@ func (r Route) MarshalJSON() ([]byte, error) {
 func (r *Route) UnmarshalJSON(b []byte) error {
 	var v routeJSON
 	if err := json.Unmarshal(b, &v); err != nil {
-		return fmt.Errorf("p2pd: route: %w: %v", ErrInvalid, err)
+		return errorf("p2pd: route: %w: %v", ErrInvalid, err)
 	}
 	if err := Route(v).validate(); err != nil {
 		return err
@@ -87,10 +87,10 @@ func (i Interface) MarshalJSON() ([]byte, error) {
 func (i *Interface) UnmarshalJSON(b []byte) error {
 	var v interfaceJSON
 	if err := json.Unmarshal(b, &v); err != nil {
-		return fmt.Errorf("p2pd: interface: %w: %v", ErrInvalid, err)
+		return errorf("p2pd: interface: %w: %v", ErrInvalid, err)
 	}
 	bad := func(format string, args ...any) error {
-		return fmt.Errorf("p2pd: interface %q: %w: "+format, append([]any{v.Name, ErrInvalid}, args...)...)
+		return errorf("p2pd: interface %q: %w: "+format, append([]any{v.Name, ErrInvalid}, args...)...)
 	}
 	if v.Name == "" || len(v.Name) > 255 || strings.ContainsAny(v.Name, "%/ \x00") {
 		return bad("name")

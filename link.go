@@ -2,7 +2,6 @@ package p2pd
 
 import (
 	"errors"
-	"fmt"
 	"slices"
 )
 
@@ -24,13 +23,13 @@ import (
 func (p *Pipe) AddPipe(other *Pipe) error {
 	switch {
 	case other == nil || other == p:
-		return fmt.Errorf("p2pd: add pipe: %w: nil or the pipe itself", ErrInvalid)
+		return errorf("p2pd: add pipe: %w: nil or the pipe itself", ErrInvalid)
 	case other.server:
-		return fmt.Errorf("p2pd: add pipe: %w: a server pipe has no peer to forward to", ErrInvalid)
+		return errorf("p2pd: add pipe: %w: a server pipe has no peer to forward to", ErrInvalid)
 	case p.proto == other.proto && other.remote == p.local && other.local == p.remote && p.remote.IsValid():
-		return fmt.Errorf("p2pd: add pipe: %w: the pipes are the two ends of one conversation", ErrInvalid)
+		return errorf("p2pd: add pipe: %w: the pipes are the two ends of one conversation", ErrInvalid)
 	case other.closed.Load():
-		return fmt.Errorf("p2pd: add pipe: the linked pipe: %w", ErrPipeClosed)
+		return errorf("p2pd: add pipe: the linked pipe: %w", ErrPipeClosed)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()

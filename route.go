@@ -96,7 +96,7 @@ func (r Route) Bind(host string, port uint16) (Route, error) {
 	switch host {
 	case "":
 		if ip = r.Addr(); !ip.IsValid() {
-			return Route{}, fmt.Errorf("p2pd: bind %s route on %q: %w", r.Family, r.Interface, ErrNoAddress)
+			return Route{}, errorf("p2pd: bind %s route on %q: %w", r.Family, r.Interface, ErrNoAddress)
 		}
 	case "*":
 		if err := r.checkFamily(); err != nil {
@@ -113,7 +113,7 @@ func (r Route) Bind(host string, port uint16) (Route, error) {
 	default:
 		var err error
 		if ip, err = netip.ParseAddr(host); err != nil {
-			return Route{}, fmt.Errorf("p2pd: bind %q: %w: not \"\", \"*\", \"localhost\" or an IP", host, ErrInvalid)
+			return Route{}, errorf("p2pd: bind %q: %w: not \"\", \"*\", \"localhost\" or an IP", host, ErrInvalid)
 		}
 	}
 	return r.BindIP(ip, port)
@@ -176,21 +176,21 @@ func (r Route) validate() error {
 		return err
 	}
 	if len(r.NIC) == 0 {
-		return fmt.Errorf("p2pd: route: %w: no NIC IPs", ErrInvalid)
+		return errorf("p2pd: route: %w: no NIC IPs", ErrInvalid)
 	}
 	for _, list := range [][]netip.Addr{r.NIC, r.Ext} {
 		for _, a := range list {
 			if FamilyOf(a) != r.Family || a.Is4In6() {
-				return fmt.Errorf("p2pd: route: %w: %v in an %s route", ErrInvalid, a, r.Family)
+				return errorf("p2pd: route: %w: %v in an %s route", ErrInvalid, a, r.Family)
 			}
 			if a.Zone() != "" && (!a.IsLinkLocalUnicast() || a.Zone() != r.Interface) {
-				return fmt.Errorf("p2pd: route: %w: zone of %v", ErrInvalid, a)
+				return errorf("p2pd: route: %w: zone of %v", ErrInvalid, a)
 			}
 		}
 	}
 	if r.IsBound() {
 		if b := r.Bound.Addr(); FamilyOf(b) != r.Family || b.Is4In6() || (b.Zone() != "" && !b.IsLinkLocalUnicast()) {
-			return fmt.Errorf("p2pd: route: %w: bound %v in an %s route", ErrInvalid, r.Bound, r.Family)
+			return errorf("p2pd: route: %w: bound %v in an %s route", ErrInvalid, r.Bound, r.Family)
 		}
 	}
 	return nil
@@ -268,10 +268,10 @@ func buildRoutes(ctx context.Context, ifc *Interface, res ExtResolver) (v4, v6 R
 				}
 				return netip.Addr{}, nil
 			}
-			return netip.Addr{}, fmt.Errorf("p2pd: external address of %v on %s: %w", nic, ifc.Name, err)
+			return netip.Addr{}, errorf("p2pd: external address of %v on %s: %w", nic, ifc.Name, err)
 		}
 		if e.IsValid() && (FamilyOf(e) != FamilyOf(nic) || e.Is4In6() || e.Zone() != "") {
-			return netip.Addr{}, fmt.Errorf("p2pd: external address of %v on %s: %w: resolver gave %v", nic, ifc.Name, ErrInvalid, e)
+			return netip.Addr{}, errorf("p2pd: external address of %v on %s: %w: resolver gave %v", nic, ifc.Name, ErrInvalid, e)
 		}
 		return e, nil
 	}

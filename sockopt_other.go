@@ -3,7 +3,6 @@
 package p2pd
 
 import (
-	"fmt"
 	"syscall"
 )
 
@@ -15,7 +14,7 @@ const haveRawRead = false
 func readRaw(fd uintptr, b []byte) (int, bool, error) { return 0, false, ErrUnsupported } // never called: haveRawRead is false
 
 func setSockopts(rc syscall.RawConn, reuse, bcast bool) error {
-	return fmt.Errorf("p2pd: socket options: %w", ErrUnsupported)
+	return errorf("p2pd: socket options: %w", ErrUnsupported)
 }
 
 func isAddrInUse(err error) bool { return false }

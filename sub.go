@@ -3,7 +3,6 @@ package p2pd
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -61,7 +60,7 @@ func (p *Pipe) Subscribe(pattern string, from netip.AddrPort) (*Sub, error) {
 	if pattern != "" {
 		re, err := regexp.Compile(pattern)
 		if err != nil {
-			return nil, fmt.Errorf("p2pd: subscribe: %w: %w", ErrInvalid, err)
+			return nil, errorf("p2pd: subscribe: %w: %w", ErrInvalid, err)
 		}
 		s.re = re
 	}
@@ -104,7 +103,7 @@ func (p *Pipe) Unsubscribe(s *Sub) {
 // on one subscription; each message goes to one of them.
 func (p *Pipe) Recv(ctx context.Context, s *Sub) (Msg, error) {
 	if s == nil || s.p != p {
-		return Msg{}, fmt.Errorf("p2pd: recv: %w: subscription of another pipe", ErrInvalid)
+		return Msg{}, errorf("p2pd: recv: %w: subscription of another pipe", ErrInvalid)
 	}
 	select {
 	case m := <-s.ch:
@@ -119,7 +118,7 @@ func (p *Pipe) Recv(ctx context.Context, s *Sub) (Msg, error) {
 	case <-p.quit:
 		return Msg{}, ErrPipeClosed
 	case <-s.gone:
-		return Msg{}, fmt.Errorf("p2pd: recv: %w: unsubscribed", ErrInvalid)
+		return Msg{}, errorf("p2pd: recv: %w: unsubscribed", ErrInvalid)
 	}
 }
 

@@ -2,7 +2,6 @@ package p2pd
 
 import (
 	"errors"
-	"fmt"
 	"net"
 	"net/netip"
 	"syscall"
@@ -76,7 +75,7 @@ func (p *Pipe) sendTo(msg []byte, peer Peer) error {
 	if p.local.Addr().Is4() && !unmap(to).Addr().Is4() {
 		// (An IPv6 socket may be dual-stack, adopted from systemd say:
 		// there the system decides.)
-		return fmt.Errorf("p2pd: send to %v: %w: an IPv4 pipe", to, ErrFamilyUnsupported)
+		return errorf("p2pd: send to %v: %w: an IPv4 pipe", to, ErrFamilyUnsupported)
 	}
 	if z := to.Addr().Zone(); z != "" && z != p.local.Addr().Zone() {
 		// The net package would send an unknown zone as scope 0, letting
@@ -85,7 +84,7 @@ func (p *Pipe) sendTo(msg []byte, peer Peer) error {
 		// make the zone a number here instead.
 		var err error
 		if to, err = p.numericZone(to); err != nil {
-			return fmt.Errorf("p2pd: send to %v: %w", to, err)
+			return errorf("p2pd: send to %v: %w", to, err)
 		}
 	}
 	if p.udp == nil {
