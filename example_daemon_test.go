@@ -51,11 +51,11 @@ func ExampleDaemon_ListenAll() {
 }
 
 func ExampleDaemon_ListenSpecific() {
-	d := &p2pd.Daemon{PipeConfig: p2pd.PipeConfig{OnMsg: p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
-		p.Send(msg, from)
-	})},
-	}
+	d := new(p2pd.Daemon)
 	defer d.Close()
+	echo := p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
+		p.Send(msg, from)
+	})
 
 	// Routes used exactly as bound: here the loopback, port 0.
 	lo, err := p2pd.Route{Family: p2pd.IPv4}.Bind("localhost", 0)
@@ -63,7 +63,8 @@ func ExampleDaemon_ListenSpecific() {
 		fmt.Println(err)
 		return
 	}
-	ps, err := d.ListenSpecific(context.Background(), []p2pd.Specific{{Route: lo, Proto: p2pd.TCP}})
+	// P2PD's listen_specific(targets, msg_cb): the callback of this call.
+	ps, err := d.ListenSpecific(context.Background(), []p2pd.Specific{{Route: lo, Proto: p2pd.TCP}}, p2pd.MsgCB(echo))
 	if err != nil {
 		fmt.Println(err)
 		return
