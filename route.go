@@ -201,9 +201,6 @@ func (r Route) validate() error {
 // picks one, range iterates it.
 type RoutePool []Route
 
-// ErrNoRoute is returned when a pool has no route to offer.
-var ErrNoRoute = errors.New("p2pd: no route")
-
 // First returns the first route of the pool.
 func (p RoutePool) First() (Route, error) {
 	if len(p) == 0 {
@@ -230,9 +227,6 @@ func (p RoutePool) Locate(ip netip.Addr) (Route, bool) {
 type ExtResolver interface {
 	ExtAddr(ctx context.Context, iface *Interface, nic netip.Addr) (netip.Addr, error)
 }
-
-// ErrExtUnknown is returned by an ExtResolver that cannot find an address.
-var ErrExtUnknown = errors.New("p2pd: external address unknown")
 
 // OfflineResolver is the default ExtResolver: it knows no external address.
 type OfflineResolver struct{}
