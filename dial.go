@@ -3,6 +3,7 @@ package p2pd
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -12,37 +13,55 @@ import (
 
 // Client pipes: Dial.
 
-// Dial opens a client pipe to host and port through route r. The local
-// address is r.Bound if r is bound, else r.Addr() with port 0; a zero
-// Route lets the system choose. host is an IP literal (a link-local IPv6
-// one with its zone, "fe80::1%eth0") or a name resolved in r's family
-// (both families for a zero Route). ctx and PipeConfig.ConnectTimeout
-// bound resolving, connecting and the TLS handshake.
+// Dial opens a client pipe to host and port through route r.
+//
+// The local address is taken as Listen takes it: r.Bound if r is bound,
+// else r's default address (r.Bind("", 0): its first NIC IP) with port 0.
+// A route with no address, the zero Route included, lets the system choose
+// the local address, as net.Dial does: its routing table gives the one
+// that reaches host, in r's family if r has one. Listen refuses such a
+// route, for a server must be found where it is looked for; a client need
+// not.
+//
+// host is an IP literal (a link-local IPv6 one with its zone,
+// "fe80::1%eth0") or a name resolved in r's family (both families for
+// AnyFamily). port 0 is refused. ctx and PipeConfig.ConnectTimeout bound
+// resolving, connecting and the TLS handshake. Errors are *DialError (a
+// nil ctx too: it wraps ErrInvalid); one for a local address in use wraps
+// ErrAddrInUse and the system error.
 func Dial(ctx context.Context, proto Proto, r Route, host string, port uint16, c *PipeConfig) (*Pipe, error) {
-	hostport := net.JoinHostPort(host, strconv.Itoa(int(port)))
+	var laddr netip.AddrPort
+	fail := func(err error) (*Pipe, error) {
+		return nil, &DialError{Proto: proto, Host: host, Port: port, Local: laddr, Err: err}
+	}
+	if ctx == nil {
+		return fail(errNilContext)
+	}
 	cfg, err := copyConfig(c)
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
 	if proto != TCP && proto != UDP {
-		return nil, fmt.Errorf("p2pd: dial %v %s: %w: protocol", proto, hostport, ErrInvalid)
+		return fail(fmt.Errorf("%w: protocol %v", ErrInvalid, proto))
+	}
+	if port == 0 {
+		return fail(fmt.Errorf("%w: port 0", ErrInvalid))
 	}
 	fam := r.Family
-	var laddr netip.AddrPort
-	if r.IsBound() {
-		laddr = r.Bound
-	} else if a := r.Addr(); a.IsValid() {
-		laddr = netip.AddrPortFrom(a, 0)
+	switch b, err := r.bound(); {
+	case err == nil:
+		r, laddr, fam = b, b.Bound, FamilyOf(b.Bound.Addr())
+	case !errors.Is(err, ErrNoAddress):
+		return fail(err)
 	}
-	if fam == AnyFamily && laddr.IsValid() {
-		fam = FamilyOf(laddr.Addr())
-	}
-	if ip, err := netip.ParseAddr(host); err == nil {
+	ip, err := netip.ParseAddr(host)
+	isIP := err == nil
+	if isIP {
 		if fam == IPv4 {
 			ip = ip.Unmap()
 		}
 		if fam != AnyFamily && FamilyOf(ip) != fam {
-			return nil, fmt.Errorf("p2pd: dial %v %s: %w: %v route", proto, hostport, ErrFamilyUnsupported, fam)
+			return fail(fmt.Errorf("%w: %v host on an %v route", ErrFamilyUnsupported, FamilyOf(ip), fam))
 		}
 		fam = FamilyOf(ip)
 	}
@@ -61,7 +80,7 @@ func Dial(ctx context.Context, proto Proto, r Route, host string, port uint16, c
 	if laddr.IsValid() {
 		sa, err := resolveZone(laddr)
 		if err != nil {
-			return nil, fmt.Errorf("p2pd: dial %v %s from %v: %w", proto, hostport, laddr, err)
+			return fail(err)
 		}
 		if proto == TCP {
 			d.LocalAddr = net.TCPAddrFromAddrPort(sa)
@@ -69,11 +88,11 @@ func Dial(ctx context.Context, proto Proto, r Route, host string, port uint16, c
 			d.LocalAddr = net.UDPAddrFromAddrPort(sa)
 		}
 	}
-	dialAddr := hostport
-	if ip, err := netip.ParseAddr(host); err == nil && ip.Zone() != "" {
+	dialAddr := net.JoinHostPort(host, strconv.Itoa(int(port)))
+	if isIP && ip.Zone() != "" {
 		sa, err := resolveZone(netip.AddrPortFrom(ip, port))
 		if err != nil {
-			return nil, fmt.Errorf("p2pd: dial %v %s: %w", proto, hostport, err)
+			return fail(err)
 		}
 		dialAddr = sa.String()
 	}
@@ -97,10 +116,7 @@ func Dial(ctx context.Context, proto Proto, r Route, host string, port uint16, c
 	}
 	conn, err := d.DialContext(ctx, network, dialAddr)
 	if err != nil {
-		if isAddrInUse(err) {
-			return nil, newBindError(fam, proto, laddr, err)
-		}
-		return nil, fmt.Errorf("p2pd: dial %v %s: %w", proto, hostport, err)
+		return fail(sysError(err))
 	}
 	p := newPipe(cfg, proto, false, nil)
 	if proto == UDP {
@@ -111,14 +127,14 @@ func Dial(ctx context.Context, proto Proto, r Route, host string, port uint16, c
 			tc := cfg.TLS.Clone()
 			if tc.ServerName == "" {
 				tc.ServerName = host
-				if ip, err := netip.ParseAddr(host); err == nil {
+				if isIP {
 					tc.ServerName = ip.WithZone("").String()
 				}
 			}
 			tconn := tls.Client(conn, tc)
 			if err := tconn.HandshakeContext(ctx); err != nil {
 				conn.Close()
-				return nil, fmt.Errorf("p2pd: dial %v %s: TLS handshake: %w", proto, hostport, err)
+				return fail(fmt.Errorf("TLS handshake: %w", err))
 			}
 			conn = tconn
 		} else if haveRawRead {

@@ -3,7 +3,9 @@ package p2pd
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
+	"strconv"
 	"syscall"
 )
 
@@ -148,16 +150,45 @@ func (e *inUseError) Error() string   { return e.err.Error() }
 func (e *inUseError) Unwrap() []error { return []error{ErrAddrInUse, e.err} }
 
 func newBindError(f Family, proto Proto, addr netip.AddrPort, err error) *BindError {
-	inner := err
+	return &BindError{Family: f, Proto: proto, Addr: addr, Err: sysError(err)}
+}
+
+// DialError reports a client pipe that could not be opened.
+type DialError struct {
+	Proto Proto
+	Host  string         // as given to Dial
+	Port  uint16         // as given to Dial
+	Local netip.AddrPort // the local address asked for; invalid when the system chooses
+	Err   error
+}
+
+func (e *DialError) Error() string {
+	s := "p2pd: dial " + e.Proto.String() + " " + net.JoinHostPort(e.Host, strconv.Itoa(int(e.Port)))
+	if e.Local.IsValid() {
+		s += " from " + e.Local.String()
+	}
+	return s + ": " + trimPrefix(e.Err)
+}
+
+func (e *DialError) Unwrap() error { return e.Err }
+
+// sysError is a failed socket call's err as a BindError or DialError holds
+// it: the system's errno alone when there is one (the net package's
+// wrapping repeats what those errors say), and for EADDRINUSE one that
+// also matches ErrAddrInUse.
+func sysError(err error) error {
 	var errno syscall.Errno
 	if errors.As(err, &errno) {
-		inner = errno
+		err = errno
 	}
 	if isAddrInUse(err) {
-		inner = &inUseError{inner}
+		err = &inUseError{err}
 	}
-	return &BindError{Family: f, Proto: proto, Addr: addr, Err: inner}
+	return err
 }
+
+// errNilContext is the error of a call given a nil context.
+var errNilContext = fmt.Errorf("%w: nil context", ErrInvalid)
 
 // trimPrefix drops a leading "p2pd: " so nested errors read once.
 func trimPrefix(err error) string {

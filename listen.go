@@ -10,13 +10,23 @@ import (
 // Server pipes: Listen binds a socket on a route; ServeListener and
 // ServePacketConn (and a Daemon's Adopt) serve a socket bound elsewhere.
 
-// Listen opens a server pipe on r.Bound; an unbound route is bound first
-// with r.Bind("", 0). Port 0 lets the system choose: see [Pipe.LocalAddr].
-// A link-local IPv6 address binds with its zone. For TCP the pipe accepts
-// connections, each a pipe of its own; for UDP it receives datagrams from
-// anyone. ctx bounds the bind only. Errors are *BindError; one for an
-// address in use wraps ErrAddrInUse and the system error.
+// Listen opens a server pipe on r. The address is r.Bound if r is bound,
+// else r's default address (r.Bind("", 0): its first NIC IP, port 0), the
+// local address Dial takes too. A route with no address, the zero Route
+// included, is refused with an error wrapping ErrNoAddress: unlike a
+// client, which the system may give any address that reaches its peer, a
+// server must be where it is looked for, and is not put on every interface
+// unasked (bind "*" for that, e.g. Route{Family: IPv4}.Bind("*", port)).
+// Port 0 lets the system choose: see [Pipe.LocalAddr]. A link-local IPv6
+// address binds with its zone. For TCP the pipe accepts connections, each
+// a pipe of its own; for UDP it receives datagrams from anyone. ctx bounds
+// the bind only. Errors are *BindError (a nil ctx too: it wraps
+// ErrInvalid); one for an address in use wraps ErrAddrInUse and the system
+// error.
 func Listen(ctx context.Context, proto Proto, r Route, c *PipeConfig) (*Pipe, error) {
+	if ctx == nil {
+		return nil, &BindError{Family: r.Family, Proto: proto, Addr: r.Bound, Err: errNilContext}
+	}
 	cfg, err := copyConfig(c)
 	if err != nil {
 		return nil, &BindError{Family: r.Family, Proto: proto, Addr: r.Bound, Err: err}
@@ -27,26 +37,15 @@ func Listen(ctx context.Context, proto Proto, r Route, c *PipeConfig) (*Pipe, er
 // listenShared is Listen with a config already copied, which the pipe may share
 // with others (a Daemon shares one per call).
 func listenShared(ctx context.Context, proto Proto, r Route, cfg *PipeConfig) (*Pipe, error) {
-	var err error
 	if proto != TCP && proto != UDP {
 		return nil, &BindError{Family: r.Family, Proto: proto, Addr: r.Bound, Err: fmt.Errorf("%w: protocol %v", ErrInvalid, proto)}
 	}
-	if r.Family != AnyFamily {
-		if err := r.checkFamily(); err != nil {
-			return nil, &BindError{Family: r.Family, Proto: proto, Addr: r.Bound, Err: err}
-		}
+	b, err := r.bound()
+	if err != nil {
+		return nil, &BindError{Family: r.Family, Proto: proto, Addr: r.Bound, Err: err}
 	}
-	if !r.IsBound() {
-		b, err := r.Bind("", 0)
-		if err != nil {
-			return nil, &BindError{Family: r.Family, Proto: proto, Err: err}
-		}
-		r = b
-	}
+	r = b
 	fam := FamilyOf(r.Bound.Addr())
-	if r.Family != AnyFamily && r.Family != fam {
-		return nil, &BindError{Family: r.Family, Proto: proto, Addr: r.Bound, Err: fmt.Errorf("%w: %v on an %v route", ErrFamilyUnsupported, r.Bound.Addr(), r.Family)}
-	}
 	var lc net.ListenConfig
 	if cfg.ListenConfig != nil {
 		lc = *cfg.ListenConfig
@@ -57,36 +56,24 @@ func listenShared(ctx context.Context, proto Proto, r Route, cfg *PipeConfig) (*
 		return nil, &BindError{Family: fam, Proto: proto, Addr: r.Bound, Err: err}
 	}
 	network, addr := proto.network(fam), sa.String()
-	var p *Pipe
-	if proto == TCP {
-		ln, err := lc.Listen(ctx, network, addr)
-		if err != nil && cfg.waitForAddr(ctx, r.Bound.Addr(), err) {
+	var ln net.Listener
+	var pc net.PacketConn
+	bind := func() (err error) {
+		if proto == TCP {
 			ln, err = lc.Listen(ctx, network, addr)
-		}
-		if err != nil {
-			return nil, cfg.bindError(fam, proto, r.Bound, err)
-		}
-		p = newPipe(cfg, TCP, true, nil)
-		p.ln = ln
-	} else {
-		pc, err := lc.ListenPacket(ctx, network, addr)
-		if err != nil && cfg.waitForAddr(ctx, r.Bound.Addr(), err) {
+		} else {
 			pc, err = lc.ListenPacket(ctx, network, addr)
 		}
-		if err != nil {
-			return nil, cfg.bindError(fam, proto, r.Bound, err)
-		}
-		p = newPipe(cfg, UDP, true, nil)
-		p.setPacketConn(pc)
+		return err
 	}
-	p.local = netip.AddrPortFrom(r.Bound.Addr(), p.localFromSocket().Port())
-	r.Bound = p.local
-	p.route = r
-	if p.udp != nil {
-		p.initBatchBound(fam, sa)
+	err = bind()
+	if err != nil && cfg.waitForAddr(ctx, r.Bound.Addr(), err) {
+		err = bind()
 	}
-	p.start()
-	return p, nil
+	if err != nil {
+		return nil, cfg.bindError(fam, proto, r.Bound, err)
+	}
+	return servePipe(cfg, ln, pc, r), nil
 }
 
 // ServeListener serves an already bound TCP listener (systemd socket
@@ -96,16 +83,7 @@ func ServeListener(l net.Listener, c *PipeConfig) (*Pipe, error) {
 	if l == nil {
 		return nil, fmt.Errorf("p2pd: ServeListener: %w: nil listener", ErrInvalid)
 	}
-	cfg, err := copyConfig(c)
-	if err != nil {
-		return nil, err
-	}
-	p := newPipe(cfg, TCP, true, nil)
-	p.ln = l
-	p.local = p.localFromSocket()
-	p.route = Route{Family: FamilyOf(p.local.Addr()), Bound: p.local}
-	p.start()
-	return p, nil
+	return serve(c, l, nil)
 }
 
 // ServePacketConn serves an already bound UDP socket as a server pipe. A
@@ -115,16 +93,43 @@ func ServePacketConn(pc net.PacketConn, c *PipeConfig) (*Pipe, error) {
 	if pc == nil {
 		return nil, fmt.Errorf("p2pd: ServePacketConn: %w: nil PacketConn", ErrInvalid)
 	}
+	return serve(c, nil, pc)
+}
+
+// serve is ServeListener and ServePacketConn past the nil check.
+func serve(c *PipeConfig, ln net.Listener, pc net.PacketConn) (*Pipe, error) {
 	cfg, err := copyConfig(c)
 	if err != nil {
 		return nil, err
 	}
-	p := newPipe(cfg, UDP, true, nil)
-	p.setPacketConn(pc)
+	return servePipe(cfg, ln, pc, Route{}), nil
+}
+
+// servePipe makes a server pipe of a bound socket, ln for TCP or else pc
+// for UDP, with a config already copied, and starts it: Listen,
+// ServeListener, ServePacketConn and a Daemon's Adopt all serve through
+// it. r is the route the socket was bound on, or the zero Route for a
+// socket bound elsewhere (the pipe's route is then made of its address).
+// The socket's port is the real one; the address keeps r's zone.
+func servePipe(cfg *PipeConfig, ln net.Listener, pc net.PacketConn, r Route) *Pipe {
+	var p *Pipe
+	if ln != nil {
+		p = newPipe(cfg, TCP, true, nil)
+		p.ln = ln
+	} else {
+		p = newPipe(cfg, UDP, true, nil)
+		p.setPacketConn(pc)
+	}
 	p.local = p.localFromSocket()
-	p.route = Route{Family: FamilyOf(p.local.Addr()), Bound: p.local}
+	if r.IsBound() {
+		p.local = netip.AddrPortFrom(r.Bound.Addr(), p.local.Port())
+	} else {
+		r = Route{Family: FamilyOf(p.local.Addr())}
+	}
+	r.Bound = p.local
+	p.route = r
 	p.start()
-	return p, nil
+	return p
 }
 
 func (p *Pipe) setPacketConn(pc net.PacketConn) {
@@ -135,6 +140,7 @@ func (p *Pipe) setPacketConn(pc net.PacketConn) {
 	}
 }
 
+// localFromSocket is a server pipe's address as its socket has it.
 func (p *Pipe) localFromSocket() netip.AddrPort {
 	switch {
 	case p.ln != nil:
@@ -143,8 +149,6 @@ func (p *Pipe) localFromSocket() netip.AddrPort {
 		return addrPortOf(p.udp.LocalAddr())
 	case p.pc != nil:
 		return addrPortOf(p.pc.LocalAddr())
-	case p.conn != nil:
-		return addrPortOf(p.conn.LocalAddr())
 	}
 	return netip.AddrPort{}
 }

@@ -154,6 +154,26 @@ func (r Route) BindIP(ip netip.Addr, port uint16) (Route, error) {
 	return r, nil
 }
 
+// bound is the route a pipe on r binds, as Listen and Dial take it: r if
+// it is bound, else r bound to its default address with port 0 (r.Bind("",
+// 0)), which fails with an error wrapping ErrNoAddress for a route with no
+// NIC IP, the zero Route included. A route's family, unless AnyFamily, must
+// be valid and its bound address's.
+func (r Route) bound() (Route, error) {
+	if r.Family != AnyFamily {
+		if err := r.checkFamily(); err != nil {
+			return Route{}, err
+		}
+	}
+	if !r.IsBound() {
+		return r.Bind("", 0)
+	}
+	if a := r.Bound.Addr(); r.Family != AnyFamily && FamilyOf(a) != r.Family {
+		return Route{}, fmt.Errorf("%w: %v on an %v route", ErrFamilyUnsupported, a, r.Family)
+	}
+	return r, nil
+}
+
 func (r Route) checkFamily() error {
 	if r.Family != IPv4 && r.Family != IPv6 {
 		return fmt.Errorf("%w: %s route", ErrBadFamily, r.Family)
