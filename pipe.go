@@ -87,6 +87,9 @@ func newPipe(cfg *PipeConfig, proto Proto, server bool, parent *Pipe) *Pipe {
 	return p
 }
 
+// copyConfig copies c (nil: the zero config) for the pipes of one call,
+// checks it, and gives it what those pipes share: a watchdog of blocked UDP
+// batches and the budget of partial frames.
 func copyConfig(c *PipeConfig) (*PipeConfig, error) {
 	var cfg PipeConfig
 	if c != nil {
