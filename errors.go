@@ -3,8 +3,11 @@ package p2pd
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
+	"strconv"
+	"syscall"
 )
 
 // Sentinel errors. Test for them with errors.Is: the errors returned by this
@@ -45,6 +48,49 @@ var (
 	// ErrLinkDown reports a listener whose address is on an interface that
 	// is down (see Event).
 	ErrLinkDown = errors.New("p2pd: interface down")
+	// ErrBadPort is wrapped by every error about a port or a port list; a
+	// *PortError gives the details.
+	ErrBadPort = errors.New("p2pd: bad port")
+	// ErrNoRoute is returned when a RoutePool has no route to offer.
+	ErrNoRoute = errors.New("p2pd: no route")
+	// ErrExtUnknown is returned by an ExtResolver that cannot find an address.
+	ErrExtUnknown = errors.New("p2pd: external address unknown")
+)
+
+// Pipe errors. Test for them with errors.Is: returned errors may wrap them
+// with details.
+var (
+	// ErrPipeClosed is returned by calls on a pipe that has been closed,
+	// including Recv and Accept calls pending when it closes.
+	ErrPipeClosed = errors.New("p2pd: pipe closed")
+	// ErrNoClient is returned by Send on a TCP server pipe when no
+	// connected client has the given address.
+	ErrNoClient = errors.New("p2pd: no client with that address")
+	// ErrIdleTimeout ends a TCP connection idle for PipeConfig.IdleTimeout.
+	ErrIdleTimeout = errors.New("p2pd: idle timeout")
+	// ErrReadTimeout ends a TCP connection whose message took longer than
+	// PipeConfig.ReadTimeout to arrive.
+	ErrReadTimeout = errors.New("p2pd: read timeout")
+	// ErrFrameTooLarge ends a TCP connection that receives a frame larger
+	// than PipeConfig.MaxMsgSize; Send returns it for a message too large
+	// to frame.
+	ErrFrameTooLarge = errors.New("p2pd: frame too large")
+	// ErrBadFrame ends a TCP connection that receives a malformed frame:
+	// one cut short by the end of the connection.
+	ErrBadFrame = errors.New("p2pd: bad frame")
+	// ErrWriteTimeout ends a TCP connection whose peer took none of a
+	// message Send was writing for PipeConfig.WriteTimeout; that Send
+	// returns an error wrapping it.
+	ErrWriteTimeout = errors.New("p2pd: write timeout")
+	// ErrEvicted ends a TCP connection that had received nothing for the
+	// longest when a new one came to a full server (see PipeConfig.MaxConns).
+	ErrEvicted = errors.New("p2pd: evicted for a new connection")
+	// ErrOverBudget ends a TCP connection whose partial frame would take
+	// the bytes buffered for partial frames over PipeConfig.MaxBuffered.
+	ErrOverBudget = errors.New("p2pd: partial frames over budget")
+	// ErrAddrInUse is wrapped by a BindError when the address is taken
+	// (EADDRINUSE); the system error is wrapped too.
+	ErrAddrInUse = errors.New("p2pd: address in use")
 )
 
 // InterfaceError reports a failed interface operation.
@@ -79,6 +125,71 @@ func (e *AddrError) Error() string {
 }
 
 func (e *AddrError) Unwrap() error { return e.Err }
+
+// BindError reports a server pipe that could not be opened on an address.
+type BindError struct {
+	Family Family
+	Proto  Proto
+	Addr   netip.AddrPort // invalid when the route could not be bound
+	Err    error
+}
+
+func (e *BindError) Error() string {
+	a := "route"
+	if e.Addr.IsValid() {
+		a = e.Addr.String()
+	}
+	return "p2pd: bind " + e.Proto.String() + " " + a + ": " + trimPrefix(e.Err)
+}
+
+func (e *BindError) Unwrap() error { return e.Err }
+
+// inUseError is a system EADDRINUSE error that also matches ErrAddrInUse.
+type inUseError struct{ err error }
+
+func (e *inUseError) Error() string   { return e.err.Error() }
+func (e *inUseError) Unwrap() []error { return []error{ErrAddrInUse, e.err} }
+
+func newBindError(f Family, proto Proto, addr netip.AddrPort, err error) *BindError {
+	return &BindError{Family: f, Proto: proto, Addr: addr, Err: sysError(err)}
+}
+
+// DialError reports a client pipe that could not be opened.
+type DialError struct {
+	Proto Proto
+	Host  string         // as given to Dial
+	Port  uint16         // as given to Dial
+	Local netip.AddrPort // the local address asked for; invalid when the system chooses
+	Err   error
+}
+
+func (e *DialError) Error() string {
+	s := "p2pd: dial " + e.Proto.String() + " " + net.JoinHostPort(e.Host, strconv.Itoa(int(e.Port)))
+	if e.Local.IsValid() {
+		s += " from " + e.Local.String()
+	}
+	return s + ": " + trimPrefix(e.Err)
+}
+
+func (e *DialError) Unwrap() error { return e.Err }
+
+// sysError is a failed socket call's err as a BindError or DialError holds
+// it: the system's errno alone when there is one (the net package's
+// wrapping repeats what those errors say), and for EADDRINUSE one that
+// also matches ErrAddrInUse.
+func sysError(err error) error {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		err = errno
+	}
+	if isAddrInUse(err) {
+		err = &inUseError{err}
+	}
+	return err
+}
+
+// errNilContext is the error of a call given a nil context.
+var errNilContext = fmt.Errorf("%w: nil context", ErrInvalid)
 
 // trimPrefix is err's text without "p2pd: " (leading or nested), for the
 // text of an error that wraps it and says "p2pd: " itself.

@@ -225,6 +225,7 @@ func setupHostile(t *testing.T) *hostileEnv {
 
 func hostileCases() []hostileCase {
 	bg := context.Background()
+	var nilCtx context.Context // what a caller passes by mistake
 	tcp := []Proto{TCP}
 	p0 := Ports{Port(0)}
 	var (
@@ -234,6 +235,7 @@ func hostileCases() []hostileCase {
 		limitErr  = new(*LimitError)
 		ifErr     = new(*InterfaceError)
 		addrErr   = new(*AddrError)
+		dialErr   = new(*DialError)
 	)
 	llBadZone := "[fe80::1%nosuchif0]:0"
 	notLocal := Route{Family: IPv4, NIC: []netip.Addr{netip.MustParseAddr("198.51.100.7")}} // TEST-NET-2: never ours
@@ -493,6 +495,10 @@ func hostileCases() []hostileCase {
 			call: func(e *hostileEnv) error { return e.closedD.SetOnMsg(echoCB) }},
 
 		// ---- Listen ----
+		{name: "Listen/nil context", is: []error{ErrInvalid}, as: []any{bindErr},
+			call: func(e *hostileEnv) error { _, err := Listen(nilCtx, TCP, e.lo4, nil); return err }},
+		{name: "Listen/zero Route", is: []error{ErrNoAddress}, as: []any{bindErr},
+			call: func(e *hostileEnv) error { _, err := Listen(bg, TCP, Route{}, nil); return err }},
 		{name: "Listen/proto 9", is: []error{ErrInvalid}, as: []any{bindErr},
 			call: func(e *hostileEnv) error { _, err := Listen(bg, 9, e.lo4, nil); return err }},
 		{name: "Listen/invalid Framing", is: []error{ErrInvalid}, as: []any{bindErr},
@@ -545,35 +551,54 @@ func hostileCases() []hostileCase {
 			}},
 
 		// ---- Dial ----
-		{name: "Dial/proto 9", is: []error{ErrInvalid},
+		{name: "Dial/nil context", is: []error{ErrInvalid}, as: []any{dialErr},
+			call: func(e *hostileEnv) error {
+				_, err := Dial(nilCtx, TCP, Route{}, "127.0.0.1", e.tcpL.LocalAddr().Port(), nil)
+				return err
+			}},
+		{name: "Dial/port 0", is: []error{ErrInvalid}, as: []any{dialErr},
+			call: func(e *hostileEnv) error { _, err := Dial(bg, UDP, Route{}, "127.0.0.1", 0, nil); return err }},
+		{name: "Dial/route of family 9", is: []error{ErrBadFamily}, as: []any{dialErr},
+			call: func(e *hostileEnv) error { _, err := Dial(bg, TCP, Route{Family: 9}, "127.0.0.1", 9, nil); return err }},
+		{name: "Dial/IPv4 address on an IPv6 route", is: []error{ErrFamilyUnsupported}, as: []any{dialErr},
+			call: func(e *hostileEnv) error {
+				_, err := Dial(bg, TCP, hostileRoute(IPv6, "127.0.0.1:0"), "::1", 9, nil)
+				return err
+			}},
+		{name: "Dial/local address in use", is: []error{ErrAddrInUse}, as: []any{dialErr}, errno: syscall.EADDRINUSE,
+			call: func(e *hostileEnv) error {
+				_, err := Dial(bg, TCP, hostileRoute(IPv4, fmt.Sprintf("127.0.0.1:%d", e.tcpL.LocalAddr().Port())), "127.0.0.1", e.heldPort, nil)
+				return err
+			}},
+		{name: "Dial/proto 9", is: []error{ErrInvalid}, as: []any{dialErr},
 			call: func(e *hostileEnv) error { _, err := Dial(bg, 9, Route{}, "127.0.0.1", 9, nil); return err }},
-		{name: "Dial/invalid Framing", is: []error{ErrInvalid},
+		{name: "Dial/invalid Framing", is: []error{ErrInvalid}, as: []any{dialErr},
 			call: func(e *hostileEnv) error {
 				_, err := Dial(bg, TCP, Route{}, "127.0.0.1", 9, &PipeConfig{Framing: 9})
 				return err
 			}},
-		{name: "Dial/IPv4 host on an IPv6 route", is: []error{ErrFamilyUnsupported},
+		{name: "Dial/IPv4 host on an IPv6 route", is: []error{ErrFamilyUnsupported}, as: []any{dialErr},
 			call: func(e *hostileEnv) error {
 				_, err := Dial(bg, UDP, Route{Family: IPv6}, "127.0.0.1", 9, nil)
 				return err
 			}},
-		{name: "Dial/host with a bad zone", is: []error{ErrNoInterface}, as: []any{ifErr},
+		{name: "Dial/host with a bad zone", is: []error{ErrNoInterface}, as: []any{dialErr, ifErr},
 			call: func(e *hostileEnv) error { _, err := Dial(bg, TCP, Route{}, "fe80::1%nosuchif0", 9, nil); return err }},
-		{name: "Dial/local address with a bad zone", is: []error{ErrNoInterface}, as: []any{ifErr},
+		{name: "Dial/local address with a bad zone", is: []error{ErrNoInterface}, as: []any{dialErr, ifErr},
 			call: func(e *hostileEnv) error {
 				_, err := Dial(bg, UDP, hostileRoute(IPv6, llBadZone), "fe80::2%nosuchif0", 9, nil)
 				return err
 			}},
-		{name: "Dial/local address not on this host", errno: syscall.EADDRNOTAVAIL,
+		{name: "Dial/local address not on this host", as: []any{dialErr}, errno: syscall.EADDRNOTAVAIL,
 			call: func(e *hostileEnv) error {
 				_, err := Dial(bg, TCP, hostileRoute(IPv4, "198.51.100.7:0"), "127.0.0.1", e.tcpL.LocalAddr().Port(), nil)
 				return err
 			}},
-		{name: "Dial/unroutable IPv4 (multicast)", errno: syscall.ENETUNREACH,
+		{name: "Dial/unroutable IPv4 (multicast)", as: []any{dialErr}, errno: syscall.ENETUNREACH,
 			call: func(e *hostileEnv) error { _, err := Dial(bg, TCP, Route{}, "224.0.0.1", 9, nil); return err }},
-		{name: "Dial/unroutable IPv6 (multicast)", errno: syscall.ENETUNREACH,
+		{name: "Dial/unroutable IPv6 (multicast)", as: []any{dialErr}, errno: syscall.ENETUNREACH,
 			call: func(e *hostileEnv) error { _, err := Dial(bg, TCP, Route{Family: IPv6}, "ff02::1", 9, nil); return err }},
-		{name: "Dial/cancelled context", is: []error{context.Canceled},
+		{name: "Dial/cancelled context", is: []error{context.Canceled}, as: []any{dialErr},
 			call: func(e *hostileEnv) error {
 				ctx, cancel := context.WithCancel(bg)
 				cancel()

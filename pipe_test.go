@@ -301,44 +301,6 @@ func TestUpEndOnce(t *testing.T) {
 	}
 }
 
-func TestBindErrorInUse(t *testing.T) {
-	for _, proto := range []Proto{TCP, UDP} {
-		a := listen(t, proto, loopRoute(t, IPv4), nil)
-		r, _ := Route{Family: IPv4}.Bind("localhost", a.LocalAddr().Port())
-		_, err := Listen(context.Background(), proto, r, nil)
-		var be *BindError
-		if !errors.As(err, &be) || !errors.Is(err, ErrAddrInUse) || !errors.Is(err, syscall.EADDRINUSE) {
-			t.Fatalf("%v: %v", proto, err)
-		}
-		want := fmt.Sprintf("p2pd: bind %v %v: address already in use", proto, r.Bound)
-		if err.Error() != want || be.Addr != r.Bound || be.Proto != proto || be.Family != IPv4 {
-			t.Fatalf("got %q, want %q (%+v)", err, want, be)
-		}
-	}
-	_, err := Listen(context.Background(), TCP, Route{}, nil)
-	var be *BindError
-	if !errors.As(err, &be) || !errors.Is(err, ErrNoAddress) {
-		t.Fatalf("zero route: %v", err)
-	}
-}
-
-func TestDialErrors(t *testing.T) {
-	ctx := context.Background()
-	if _, err := Dial(ctx, TCP, Route{Family: IPv6}, "127.0.0.1", 1, nil); !errors.Is(err, ErrFamilyUnsupported) {
-		t.Fatalf("family mismatch: %v", err)
-	}
-	if _, err := Dial(ctx, TCP, Route{}, "127.0.0.1", 1, &PipeConfig{Framing: 99}); !errors.Is(err, ErrInvalid) {
-		t.Fatalf("bad framing: %v", err)
-	}
-	// Nobody listens on the port a closed listener had.
-	ln, _ := net.Listen("tcp4", "127.0.0.1:0")
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	if _, err := Dial(ctx, TCP, Route{}, "127.0.0.1", uint16(port), nil); !errors.Is(err, syscall.ECONNREFUSED) {
-		t.Fatalf("refused: %v", err)
-	}
-}
-
 func TestPanicConfinedToOneMessage(t *testing.T) {
 	var logged atomic.Int32
 	h := slog.NewTextHandler(io.Discard, nil)
@@ -594,27 +556,6 @@ func TestAcceptBackoff(t *testing.T) {
 	p2.Close()
 	if l2.calls.Load() != 3 {
 		t.Fatalf("%d calls", l2.calls.Load())
-	}
-}
-
-func TestServePacketConn(t *testing.T) {
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := ServePacketConn(pc, &PipeConfig{OnMsg: echoCB})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	in := newInbox()
-	cli := dial(t, UDP, srv.LocalAddr(), &PipeConfig{OnMsg: in})
-	cli.Send([]byte("adopted"), Peer{})
-	if m := in.next(t); string(m.Data) != "adopted" {
-		t.Fatalf("got %q", m.Data)
-	}
-	if _, err := ServePacketConn(nil, nil); !errors.Is(err, ErrInvalid) {
-		t.Fatal(err)
 	}
 }
 

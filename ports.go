@@ -1,16 +1,11 @@
 package p2pd
 
 import (
-	"errors"
 	"iter"
 	"slices"
 	"strconv"
 	"strings"
 )
-
-// ErrBadPort is wrapped by every error about a port or a port list. Test for
-// it with errors.Is; a *PortError gives the details.
-var ErrBadPort = errors.New("p2pd: bad port")
 
 // PortError reports a port, a range or a list that cannot be used.
 type PortError struct {

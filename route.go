@@ -154,6 +154,26 @@ func (r Route) BindIP(ip netip.Addr, port uint16) (Route, error) {
 	return r, nil
 }
 
+// bound is the route a pipe on r binds, as Listen and Dial take it: r if
+// it is bound, else r bound to its default address with port 0 (r.Bind("",
+// 0)), which fails with an error wrapping ErrNoAddress for a route with no
+// NIC IP, the zero Route included. A route's family, unless AnyFamily, must
+// be valid and its bound address's.
+func (r Route) bound() (Route, error) {
+	if r.Family != AnyFamily {
+		if err := r.checkFamily(); err != nil {
+			return Route{}, err
+		}
+	}
+	if !r.IsBound() {
+		return r.Bind("", 0)
+	}
+	if a := r.Bound.Addr(); r.Family != AnyFamily && FamilyOf(a) != r.Family {
+		return Route{}, fmt.Errorf("%w: %v on an %v route", ErrFamilyUnsupported, a, r.Family)
+	}
+	return r, nil
+}
+
 func (r Route) checkFamily() error {
 	if r.Family != IPv4 && r.Family != IPv6 {
 		return fmt.Errorf("%w: %s route", ErrBadFamily, r.Family)
@@ -201,9 +221,6 @@ func (r Route) validate() error {
 // picks one, range iterates it.
 type RoutePool []Route
 
-// ErrNoRoute is returned when a pool has no route to offer.
-var ErrNoRoute = errors.New("p2pd: no route")
-
 // First returns the first route of the pool.
 func (p RoutePool) First() (Route, error) {
 	if len(p) == 0 {
@@ -230,9 +247,6 @@ func (p RoutePool) Locate(ip netip.Addr) (Route, bool) {
 type ExtResolver interface {
 	ExtAddr(ctx context.Context, iface *Interface, nic netip.Addr) (netip.Addr, error)
 }
-
-// ErrExtUnknown is returned by an ExtResolver that cannot find an address.
-var ErrExtUnknown = errors.New("p2pd: external address unknown")
 
 // OfflineResolver is the default ExtResolver: it knows no external address.
 type OfflineResolver struct{}

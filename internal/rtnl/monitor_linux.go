@@ -1,7 +1,6 @@
 package rtnl
 
 import (
-	"errors"
 	"fmt"
 	"os"
 
@@ -29,10 +28,6 @@ func OpenMonitor() (*Monitor, error) {
 	}
 	return &Monitor{f: os.NewFile(uintptr(fd), "rtnetlink monitor"), buf: make([]byte, 32<<10)}, nil
 }
-
-// ErrOverflow reports notifications lost because they came faster than
-// they were read: the caller should read the whole state again.
-var ErrOverflow = errors.New("rtnl: notifications lost (receive buffer overflow)")
 
 // Next waits for notifications and returns how many address or link
 // changes it read (everything queued at that moment). It returns

@@ -5,9 +5,10 @@
 // tentative, deprecated, temporary, dadfailed...), the prefix length, the
 // kernel scope and the lifetimes, and the routing tables of every family.
 //
-// The parsers [ParseAddrs] and [ParseRoutes] are pure Go and work on any
-// system; [DumpAddrs] and [DumpRoutes] need Linux and return an error
-// wrapping [errors.ErrUnsupported] elsewhere.
+// [DumpAddrs], [DumpRoutes] and [OpenMonitor] need Linux and return an
+// error wrapping [errors.ErrUnsupported] elsewhere. The parsers of the
+// kernel's messages build everywhere, so that their tests and fuzzers run
+// on any development machine.
 //
 // All functions are safe for concurrent use; none starts a goroutine.
 package rtnl
@@ -83,10 +84,6 @@ type Addr struct {
 	Preferred, Valid uint32
 }
 
-// Prefix returns Local with PrefixLen, unmasked (192.0.2.10/24), or an
-// invalid prefix when Local is invalid or PrefixLen is too long for it.
-func (a Addr) Prefix() netip.Prefix { return netip.PrefixFrom(a.Local, int(a.PrefixLen)) }
-
 // Route is one RTM_NEWROUTE message.
 type Route struct {
 	Family                uint8 // FamilyIPv4 or FamilyIPv6
@@ -109,9 +106,6 @@ type Nexthop struct {
 	Weight   int        // rtnh_hops+1
 	Flags    uint8      // RTNH_F_*
 }
-
-// IsDefault reports whether r is a default route (destination length 0).
-func (r Route) IsDefault() bool { return r.DstLen == 0 }
 
 // Prefix returns the destination prefix; for a default route, 0.0.0.0/0 or
 // ::/0. It is invalid for an unknown family or an inconsistent DstLen.
@@ -175,47 +169,81 @@ func align4(n int) int { return (n + 3) &^ 3 }
 // padding.
 func next(n, rest int) int { return min(align4(n), rest) }
 
+// A layout is how one kind of netlink element starts: its header holds
+// the element's length, header included, in its first 4 bytes (a netlink
+// message) or 2 (an rtattr, an rtnexthop).
+type layout struct {
+	header int    // the header's length
+	len32  bool   // the length is 32 bits, else 16
+	head   string // a header cut short, in errors
+	name   string // the element, in errors
+}
+
+var (
+	msgLayout     = layout{header: nlmsgHdrLen, len32: true, head: "netlink header", name: "netlink message"}
+	attrLayout    = layout{header: rtattrLen, head: "attribute header", name: "attribute"}
+	nexthopLayout = layout{header: rtnexthopLen, head: "rtnexthop", name: "rtnexthop"}
+)
+
+// walk walks the elements of b, laid out one after another as l says,
+// each aligned to 4 bytes (the last one may omit its padding), and calls
+// fn with each whole element, header included. It stops at fn's first
+// error; errStop stops it without one.
+func walk(b []byte, l layout, fn func(elem []byte) error) error {
+	for len(b) > 0 {
+		if len(b) < l.header {
+			return fmt.Errorf("rtnl: truncated %s: %d bytes", l.head, len(b))
+		}
+		n := int(binary.NativeEndian.Uint16(b[0:2]))
+		if l.len32 {
+			n = int(binary.NativeEndian.Uint32(b[0:4]))
+		}
+		if n < l.header || n > len(b) {
+			return fmt.Errorf("rtnl: bad %s length %d with %d bytes left", l.name, n, len(b))
+		}
+		if err := fn(b[:n]); err != nil {
+			if err == errStop {
+				return nil
+			}
+			return err
+		}
+		b = b[next(n, len(b)):]
+	}
+	return nil
+}
+
 // parseMsgs walks the netlink messages in b and calls fn with each message
 // header and payload. It stops after NLMSG_DONE (done is true) and turns an
 // NLMSG_ERROR with a nonzero errno into an error.
 func parseMsgs(b []byte, fn func(typ, flags uint16, seq, pid uint32, payload []byte) error) (done bool, err error) {
-	for len(b) > 0 {
-		if len(b) < nlmsgHdrLen {
-			return false, fmt.Errorf("rtnl: truncated netlink header: %d bytes", len(b))
-		}
-		n := int(binary.NativeEndian.Uint32(b[0:4]))
-		if n < nlmsgHdrLen || n > len(b) {
-			return false, fmt.Errorf("rtnl: bad netlink message length %d with %d bytes left", n, len(b))
-		}
-		typ := binary.NativeEndian.Uint16(b[4:6])
-		flags := binary.NativeEndian.Uint16(b[6:8])
-		seq := binary.NativeEndian.Uint32(b[8:12])
-		pid := binary.NativeEndian.Uint32(b[12:16])
-		payload := b[nlmsgHdrLen:n]
-		b = b[next(n, len(b)):]
+	err = walk(b, msgLayout, func(m []byte) error {
+		typ := binary.NativeEndian.Uint16(m[4:6])
+		payload := m[nlmsgHdrLen:]
 		switch typ {
 		case nlmsgError:
 			if len(payload) < 4 {
-				return false, fmt.Errorf("rtnl: truncated netlink error: %d bytes", len(payload))
+				return fmt.Errorf("rtnl: truncated netlink error: %d bytes", len(payload))
 			}
 			if e := errnoOf(payload); e != 0 {
-				return false, fmt.Errorf("rtnl: netlink error: %w", e)
+				return fmt.Errorf("rtnl: netlink error: %w", e)
 			}
-			continue // an acknowledgement
+			return nil // an acknowledgement
 		case nlmsgDone:
+			done = true
 			// A dump may end with a negative errno in NLMSG_DONE.
 			if len(payload) >= 4 {
 				if e := errnoOf(payload); e != 0 {
-					return true, fmt.Errorf("rtnl: netlink dump error: %w", e)
+					return fmt.Errorf("rtnl: netlink dump error: %w", e)
 				}
 			}
-			return true, nil
+			return errStop
 		}
-		if err := fn(typ, flags, seq, pid, payload); err != nil {
-			return false, err
-		}
-	}
-	return false, nil
+		flags := binary.NativeEndian.Uint16(m[6:8])
+		seq := binary.NativeEndian.Uint32(m[8:12])
+		pid := binary.NativeEndian.Uint32(m[12:16])
+		return fn(typ, flags, seq, pid, payload)
+	})
+	return done, err
 }
 
 // errnoOf returns the errno in the int32 that starts b; the kernel sends it
@@ -231,21 +259,9 @@ func errnoOf(b []byte) syscall.Errno {
 // parseAttrs walks the rtattrs in b and calls fn with each type (flag bits
 // stripped) and value.
 func parseAttrs(b []byte, fn func(typ uint16, v []byte) error) error {
-	for len(b) > 0 {
-		if len(b) < rtattrLen {
-			return fmt.Errorf("rtnl: truncated attribute header: %d bytes", len(b))
-		}
-		n := int(binary.NativeEndian.Uint16(b[0:2]))
-		if n < rtattrLen || n > len(b) {
-			return fmt.Errorf("rtnl: bad attribute length %d with %d bytes left", n, len(b))
-		}
-		typ := binary.NativeEndian.Uint16(b[2:4]) & nlaTypeMask
-		if err := fn(typ, b[rtattrLen:n]); err != nil {
-			return err
-		}
-		b = b[next(n, len(b)):]
-	}
-	return nil
+	return walk(b, attrLayout, func(a []byte) error {
+		return fn(binary.NativeEndian.Uint16(a[2:4])&nlaTypeMask, a[rtattrLen:])
+	})
 }
 
 // ipOf converts an address attribute of the given family, which must have
@@ -266,20 +282,6 @@ func u32(what string, v []byte) (uint32, error) {
 		return 0, fmt.Errorf("rtnl: %s: %d bytes, want 4", what, len(v))
 	}
 	return binary.NativeEndian.Uint32(v), nil
-}
-
-// ParseAddrs parses a buffer holding zero or more netlink messages, as read
-// from an RTM_GETADDR dump, and returns the RTM_NEWADDR messages of IPv4 and
-// IPv6. NLMSG_DONE ends parsing; NLMSG_ERROR with a nonzero errno returns an
-// error wrapping the syscall.Errno; other message types and families are
-// skipped. Malformed input returns an error.
-func ParseAddrs(b []byte) ([]Addr, error) {
-	var out []Addr
-	sink := collect(rtmNewAddr, parseAddr, &out)
-	if _, err := parseMsgs(b, func(typ, _ uint16, _, _ uint32, p []byte) error { return sink(typ, p) }); err != nil {
-		return nil, err
-	}
-	return out, nil
 }
 
 // collect returns a message handler that parses the messages of type want
@@ -356,19 +358,6 @@ func cstring(v []byte) string {
 	return string(v)
 }
 
-// ParseRoutes parses a buffer holding zero or more netlink messages, as read
-// from an RTM_GETROUTE dump, and returns the RTM_NEWROUTE messages of IPv4
-// and IPv6. It treats NLMSG_DONE, NLMSG_ERROR, other message types and
-// families, and malformed input as [ParseAddrs] does.
-func ParseRoutes(b []byte) ([]Route, error) {
-	var out []Route
-	sink := collect(rtmNewRoute, parseRoute, &out)
-	if _, err := parseMsgs(b, func(typ, _ uint16, _, _ uint32, p []byte) error { return sink(typ, p) }); err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
 // parseRoute parses the payload of one RTM_NEWROUTE message; ok is false
 // for a family other than IPv4 and IPv6.
 func parseRoute(p []byte) (r Route, ok bool, err error) {
@@ -433,20 +422,13 @@ func via(v []byte) (netip.Addr, error) {
 // followed by its own attributes.
 func parseNexthops(family uint8, b []byte) ([]Nexthop, error) {
 	var out []Nexthop
-	for len(b) > 0 {
-		if len(b) < rtnexthopLen {
-			return nil, fmt.Errorf("rtnl: truncated rtnexthop: %d bytes", len(b))
-		}
-		n := int(binary.NativeEndian.Uint16(b[0:2]))
-		if n < rtnexthopLen || n > len(b) {
-			return nil, fmt.Errorf("rtnl: bad rtnexthop length %d with %d bytes left", n, len(b))
-		}
+	err := walk(b, nexthopLayout, func(e []byte) error {
 		nh := Nexthop{
-			Flags:    b[2],
-			Weight:   int(b[3]) + 1,
-			OutIndex: binary.NativeEndian.Uint32(b[4:8]),
+			Flags:    e[2],
+			Weight:   int(e[3]) + 1,
+			OutIndex: binary.NativeEndian.Uint32(e[4:8]),
 		}
-		err := parseAttrs(b[rtnexthopLen:n], func(typ uint16, v []byte) (err error) {
+		err := parseAttrs(e[rtnexthopLen:], func(typ uint16, v []byte) (err error) {
 			switch typ {
 			case rtaGateway:
 				nh.Gateway, err = ipOf(family, "RTA_GATEWAY in RTA_MULTIPATH", v)
@@ -455,11 +437,11 @@ func parseNexthops(family uint8, b []byte) ([]Nexthop, error) {
 			}
 			return err
 		})
-		if err != nil {
-			return nil, err
-		}
 		out = append(out, nh)
-		b = b[next(n, len(b)):]
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -483,12 +465,3 @@ func DumpAddrs(family uint8) ([]Addr, error) { return dumpAddrs(family) }
 // [DumpAddrs]. It needs Linux; elsewhere it returns an error wrapping
 // errors.ErrUnsupported.
 func DumpRoutes(family uint8) ([]Route, error) { return dumpRoutes(family) }
-
-// checkFamily rejects a dump family the parsers would skip.
-func checkFamily(family uint8) error {
-	switch family {
-	case 0, FamilyIPv4, FamilyIPv6:
-		return nil
-	}
-	return fmt.Errorf("rtnl: unsupported family %d", family)
-}

@@ -18,35 +18,37 @@ var seq atomic.Uint32
 const maxDumpTries = 5
 
 func dumpAddrs(family uint8) ([]Addr, error) {
-	if err := checkFamily(family); err != nil {
-		return nil, err
-	}
-	req := make([]byte, ifaddrmsgLen)
-	req[0] = family
-	var out []Addr
-	err := dump(rtmGetAddr, req, func() { out = out[:0] }, collect(rtmNewAddr, parseAddr, &out))
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
+	return dumpOf(rtmGetAddr, ifaddrmsgLen, family, rtmNewAddr, parseAddr)
 }
 
 func dumpRoutes(family uint8) ([]Route, error) {
+	return dumpOf(rtmGetRoute, rtmsgLen, family, rtmNewRoute, parseRoute)
+}
+
+// dumpOf dumps with a request of type req, whose body is the hdrLen bytes
+// of an ifaddrmsg or rtmsg asking for family, and parses the replies of
+// type want with parse.
+func dumpOf[T any](req uint16, hdrLen int, family uint8, want uint16, parse func([]byte) (T, bool, error)) ([]T, error) {
 	if err := checkFamily(family); err != nil {
 		return nil, err
 	}
-	req := make([]byte, rtmsgLen)
-	req[0] = family
-	var out []Route
-	err := dump(rtmGetRoute, req, func() { out = out[:0] }, collect(rtmNewRoute, parseRoute, &out))
-	if err != nil {
+	body := make([]byte, hdrLen)
+	body[0] = family
+	var out []T
+	if err := dump(req, body, func() { out = out[:0] }, collect(want, parse, &out)); err != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
-// errDumpIntr reports a dump the kernel marked inconsistent.
-var errDumpIntr = errors.New("rtnl: dump interrupted by a concurrent change")
+// checkFamily rejects a dump family the parsers would skip.
+func checkFamily(family uint8) error {
+	switch family {
+	case 0, FamilyIPv4, FamilyIPv6:
+		return nil
+	}
+	return fmt.Errorf("rtnl: unsupported family %d", family)
+}
 
 // dump runs a dump request of type typ with body req, calling fn with each
 // reply message until NLMSG_DONE. If the kernel marks the dump

@@ -19,9 +19,6 @@ func dumpRoutes(uint8) ([]Route, error) {
 // Monitor exists on Linux only.
 type Monitor struct{}
 
-// ErrOverflow: see the Linux Monitor.
-var ErrOverflow = errors.New("rtnl: notifications lost (receive buffer overflow)")
-
 // OpenMonitor is unsupported here: poll instead.
 func OpenMonitor() (*Monitor, error) {
 	return nil, fmt.Errorf("rtnl: monitor on %s: %w", runtime.GOOS, errors.ErrUnsupported)

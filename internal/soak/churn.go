@@ -42,10 +42,7 @@ func (c *churn) run(ctx context.Context, wg *sync.WaitGroup) {
 func (c *churn) once(ctx context.Context, id uint32, to netip.AddrPort) {
 	fc, err := dialFramed(ctx, to, id, &c.t)
 	if err != nil {
-		if ctx.Err() == nil {
-			c.errs.Add(1)
-			c.err.set("churn dial %v: %v", to, err)
-		}
+		c.err.dialFailed(ctx, &c.errs, "churn dial %v: %v", to, err)
 		return
 	}
 	defer fc.Close()

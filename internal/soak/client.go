@@ -146,6 +146,15 @@ func (e *firstErr) set(format string, a ...any) {
 	e.mu.Unlock()
 }
 
+// dialFailed counts a failed dial in errs and keeps it, unless ctx has
+// ended: a client stopped by the end of its phase has not failed.
+func (e *firstErr) dialFailed(ctx context.Context, errs *atomic.Int64, format string, a ...any) {
+	if ctx.Err() == nil {
+		errs.Add(1)
+		e.set(format, a...)
+	}
+}
+
 func (e *firstErr) get() string {
 	e.mu.Lock()
 	defer e.mu.Unlock()

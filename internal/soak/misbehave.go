@@ -45,10 +45,7 @@ func (m *misbehave) run(ctx context.Context, wg *sync.WaitGroup) {
 func (m *misbehave) client(ctx context.Context, id uint32) {
 	c, err := dialFramed(ctx, m.to, id, &m.t)
 	if err != nil {
-		if ctx.Err() == nil {
-			m.errs.Add(1)
-			m.err.set("misbehaving client: %v", err)
-		}
+		m.err.dialFailed(ctx, &m.errs, "misbehaving client: %v", err)
 		return
 	}
 	defer c.Close()

@@ -128,10 +128,7 @@ func (s *slow) closedAfter(start time.Time, trickle bool) {
 func (s *slow) normalClient(ctx context.Context, id uint32) {
 	c, err := dialFramed(ctx, s.to, id, &s.normal)
 	if err != nil {
-		if ctx.Err() == nil {
-			s.normalErrs.Add(1)
-			s.err.set("normal edge client: %v", err)
-		}
+		s.err.dialFailed(ctx, &s.normalErrs, "normal edge client: %v", err)
 		return
 	}
 	defer c.Close()

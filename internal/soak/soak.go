@@ -251,7 +251,7 @@ func (r *soakRun) run() error {
 	<-pctx.Done()
 	f.DurationSec = time.Since(start).Seconds()
 	r.logf("stopping")
-	if !waitTimeout(&wg, 30*time.Second) {
+	if !within(30*time.Second, wg.Wait) {
 		return errors.New("soak: the phases did not stop within 30 s")
 	}
 	rep, err = lc.stop()
@@ -352,14 +352,7 @@ func (r *soakRun) closeDaemons() error {
 		if d == nil {
 			continue
 		}
-		done := make(chan struct{})
-		go func() {
-			d.Close()
-			close(done)
-		}()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
+		if !within(15*time.Second, func() { d.Close() }) {
 			return errors.New("soak: Daemon.Close did not return within 15 s")
 		}
 	}
@@ -439,10 +432,12 @@ func schedDelay(ctx context.Context, max *atomic.Int64) {
 	}
 }
 
-func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
+// within runs fn and reports whether it returned within d; if it did not,
+// it is left running.
+func within(d time.Duration, fn func()) bool {
 	done := make(chan struct{})
 	go func() {
-		wg.Wait()
+		fn()
 		close(done)
 	}()
 	select {

@@ -1,0 +1,154 @@
+package p2pd
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+)
+
+// Server pipes: Listen binds a socket on a route; ServeListener and
+// ServePacketConn (and a Daemon's Adopt) serve a socket bound elsewhere.
+
+// Listen opens a server pipe on r. The address is r.Bound if r is bound,
+// else r's default address (r.Bind("", 0): its first NIC IP, port 0), the
+// local address Dial takes too. A route with no address, the zero Route
+// included, is refused with an error wrapping ErrNoAddress: unlike a
+// client, which the system may give any address that reaches its peer, a
+// server must be where it is looked for, and is not put on every interface
+// unasked (bind "*" for that, e.g. Route{Family: IPv4}.Bind("*", port)).
+// Port 0 lets the system choose: see [Pipe.LocalAddr]. A link-local IPv6
+// address binds with its zone. For TCP the pipe accepts connections, each
+// a pipe of its own; for UDP it receives datagrams from anyone. ctx bounds
+// the bind only. Errors are *BindError (a nil ctx too: it wraps
+// ErrInvalid); one for an address in use wraps ErrAddrInUse and the system
+// error.
+func Listen(ctx context.Context, proto Proto, r Route, c *PipeConfig) (*Pipe, error) {
+	if ctx == nil {
+		return nil, &BindError{Family: r.Family, Proto: proto, Addr: r.Bound, Err: errNilContext}
+	}
+	cfg, err := copyConfig(c)
+	if err != nil {
+		return nil, &BindError{Family: r.Family, Proto: proto, Addr: r.Bound, Err: err}
+	}
+	return listenShared(ctx, proto, r, cfg)
+}
+
+// listenShared is Listen with a config already copied, which the pipe may share
+// with others (a Daemon shares one per call).
+func listenShared(ctx context.Context, proto Proto, r Route, cfg *PipeConfig) (*Pipe, error) {
+	if proto != TCP && proto != UDP {
+		return nil, &BindError{Family: r.Family, Proto: proto, Addr: r.Bound, Err: fmt.Errorf("%w: protocol %v", ErrInvalid, proto)}
+	}
+	b, err := r.bound()
+	if err != nil {
+		return nil, &BindError{Family: r.Family, Proto: proto, Addr: r.Bound, Err: err}
+	}
+	r = b
+	fam := FamilyOf(r.Bound.Addr())
+	var lc net.ListenConfig
+	if cfg.ListenConfig != nil {
+		lc = *cfg.ListenConfig
+	}
+	lc.Control = cfg.control(proto, lc.Control)
+	sa, err := resolveZone(r.Bound)
+	if err != nil {
+		return nil, &BindError{Family: fam, Proto: proto, Addr: r.Bound, Err: err}
+	}
+	network, addr := proto.network(fam), sa.String()
+	var ln net.Listener
+	var pc net.PacketConn
+	bind := func() (err error) {
+		if proto == TCP {
+			ln, err = lc.Listen(ctx, network, addr)
+		} else {
+			pc, err = lc.ListenPacket(ctx, network, addr)
+		}
+		return err
+	}
+	err = bind()
+	if err != nil && cfg.waitForAddr(ctx, r.Bound.Addr(), err) {
+		err = bind()
+	}
+	if err != nil {
+		return nil, cfg.bindError(fam, proto, r.Bound, err)
+	}
+	return servePipe(cfg, ln, pc, r), nil
+}
+
+// ServeListener serves an already bound TCP listener (systemd socket
+// activation, tableflip, a socket made with other options) as a server
+// pipe. The pipe owns l: Close closes it.
+func ServeListener(l net.Listener, c *PipeConfig) (*Pipe, error) {
+	if l == nil {
+		return nil, fmt.Errorf("p2pd: ServeListener: %w: nil listener", ErrInvalid)
+	}
+	return serve(c, l, nil)
+}
+
+// ServePacketConn serves an already bound UDP socket as a server pipe. A
+// *net.UDPConn takes the allocation-free path. The pipe owns pc: Close
+// closes it.
+func ServePacketConn(pc net.PacketConn, c *PipeConfig) (*Pipe, error) {
+	if pc == nil {
+		return nil, fmt.Errorf("p2pd: ServePacketConn: %w: nil PacketConn", ErrInvalid)
+	}
+	return serve(c, nil, pc)
+}
+
+// serve is ServeListener and ServePacketConn past the nil check.
+func serve(c *PipeConfig, ln net.Listener, pc net.PacketConn) (*Pipe, error) {
+	cfg, err := copyConfig(c)
+	if err != nil {
+		return nil, err
+	}
+	return servePipe(cfg, ln, pc, Route{}), nil
+}
+
+// servePipe makes a server pipe of a bound socket, ln for TCP or else pc
+// for UDP, with a config already copied, and starts it: Listen,
+// ServeListener, ServePacketConn and a Daemon's Adopt all serve through
+// it. r is the route the socket was bound on, or the zero Route for a
+// socket bound elsewhere (the pipe's route is then made of its address).
+// The socket's port is the real one; the address keeps r's zone.
+func servePipe(cfg *PipeConfig, ln net.Listener, pc net.PacketConn, r Route) *Pipe {
+	var p *Pipe
+	if ln != nil {
+		p = newPipe(cfg, TCP, true, nil)
+		p.ln = ln
+	} else {
+		p = newPipe(cfg, UDP, true, nil)
+		p.setPacketConn(pc)
+	}
+	p.local = p.localFromSocket()
+	if r.IsBound() {
+		p.local = netip.AddrPortFrom(r.Bound.Addr(), p.local.Port())
+	} else {
+		r = Route{Family: FamilyOf(p.local.Addr())}
+	}
+	r.Bound = p.local
+	p.route = r
+	p.start()
+	return p
+}
+
+func (p *Pipe) setPacketConn(pc net.PacketConn) {
+	if u, ok := pc.(*net.UDPConn); ok {
+		p.udp = u
+	} else {
+		p.pc = pc
+	}
+}
+
+// localFromSocket is a server pipe's address as its socket has it.
+func (p *Pipe) localFromSocket() netip.AddrPort {
+	switch {
+	case p.ln != nil:
+		return addrPortOf(p.ln.Addr())
+	case p.udp != nil:
+		return addrPortOf(p.udp.LocalAddr())
+	case p.pc != nil:
+		return addrPortOf(p.pc.LocalAddr())
+	}
+	return netip.AddrPort{}
+}

@@ -1,0 +1,226 @@
+package p2pd
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+)
+
+// A TCP connection's pipe, accepted or dialled: its goroutine (the server
+// side of TLS, then reads under ReadTimeout and IdleTimeout, each message
+// dispatched) and its writes under WriteTimeout.
+
+// connLoop is the goroutine of a TCP connection or client pipe.
+func (p *Pipe) connLoop() {
+	err := p.handshake()
+	if err == nil {
+		if p.parent != nil {
+			p.parent.enqueue(p)
+		}
+		p.up()
+		err = p.readLoop()
+	}
+	if p.draining.Load() {
+		err = nil
+	}
+	p.terminate(err)
+	p.finish()
+}
+
+// handshake runs the server side of TLS, bounded by ConnectTimeout and by
+// IdleTimeout (a peer silent in its handshake is idle), whichever is
+// shorter.
+func (p *Pipe) handshake() error {
+	tc, ok := p.conn.(*tls.Conn)
+	if !ok || p.parent == nil {
+		return nil
+	}
+	ctx := context.Background()
+	t := p.cfg.connectTimeout()
+	if idle := p.cfg.idleTimeout(true); idle > 0 && (t <= 0 || idle < t) {
+		t = idle
+	}
+	if t > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, t)
+		defer cancel()
+	}
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return fmt.Errorf("p2pd: TLS handshake with %v: %w", p.remote, err)
+	}
+	return nil
+}
+
+// readLoop reads and dispatches the messages of a TCP connection.
+//
+// Deadlines: a framed message being read must complete within ReadTimeout
+// of its first byte; otherwise the connection must not stay silent for
+// IdleTimeout. The idle deadline is moved only when a quarter of it has
+// gone by, not at every read (a deadline change is a timer update), and a
+// deadline that fires early for that reason is moved on, not obeyed.
+func (p *Pipe) readLoop() error {
+	cfg := p.cfg
+	cr := newConnReader(cfg.Framing, cfg.maxMsgSize(), cfg.bufferSize(TCP), p.deliverTCP)
+	cr.stopped = p.closed.Load
+	cr.budget = cfg.budget
+	if p.rc != nil {
+		cr.rc = p.rc
+	} else {
+		cr.src = p.conn
+	}
+	defer cr.release()
+	idle, rt := cfg.idleTimeout(p.parent != nil), cfg.readTimeout()
+	if cfg.Framing == FrameRaw {
+		rt = 0
+	}
+	var frameStart, last, set time.Time // set: the deadline in force
+	for {
+		if idle > 0 || rt > 0 {
+			now := time.Now()
+			last = now
+			dl := set
+			switch {
+			case cr.pending() && rt > 0:
+				if frameStart.IsZero() {
+					frameStart = now
+					dl = now.Add(rt)
+				}
+			case idle > 0:
+				frameStart = time.Time{}
+				if set.Sub(now) < idle*3/4 {
+					dl = now.Add(idle)
+				}
+			default:
+				frameStart, dl = time.Time{}, time.Time{}
+			}
+			if !dl.Equal(set) {
+				p.conn.SetReadDeadline(dl)
+				set = dl
+			}
+		}
+		if p.closed.Load() || p.draining.Load() {
+			return nil
+		}
+		err := cr.fill()
+		p.lastRead.Store(monoNow())
+		if err == nil {
+			continue
+		}
+		switch {
+		case p.closed.Load() || p.draining.Load():
+			return nil
+		case isTimeout(err) && cr.pending() && rt > 0:
+			return fmt.Errorf("%w: %d bytes of a frame in %v", ErrReadTimeout, cr.w-cr.r, rt)
+		case isTimeout(err) && idle > 0:
+			if quiet := time.Since(last); quiet < idle {
+				// Set a quarter early: wait for the rest.
+				set = last.Add(idle)
+				p.conn.SetReadDeadline(set)
+				continue
+			}
+			return fmt.Errorf("%w: nothing received for %v", ErrIdleTimeout, idle)
+		case errors.Is(err, io.EOF):
+			return io.EOF
+		case errors.Is(err, ErrOverBudget):
+			p.countOverBudget()
+		}
+		return err
+	}
+}
+
+func (p *Pipe) deliverTCP(msg []byte) { p.dispatch(msg, p.peer) }
+
+// write sends one message on a TCP connection, framed, within
+// WriteTimeout; a peer that does not take it in time loses the connection.
+func (p *Pipe) write(msg []byte) error {
+	f := p.cfg.Framing
+	if f == FrameRaw {
+		return p.writeAll(msg)
+	}
+	bp := writeBufs.Get().(*[]byte)
+	b, err := appendFrame((*bp)[:0], f, msg, p.cfg.maxMsgSize())
+	if err == nil {
+		err = p.writeAll(b)
+	}
+	if cap(b) <= 64<<10 {
+		*bp = b[:0]
+		writeBufs.Put(bp)
+	}
+	return err
+}
+
+// writeAll writes b whole, one Send at a time, and fails with
+// ErrWriteTimeout once the peer has taken nothing for WriteTimeout. The
+// write deadline is moved only when less than three quarters of
+// WriteTimeout is left (a deadline change is a timer update); a write that
+// meets a deadline set early for that reason, or that made progress, goes
+// on with a new one. A TLS connection cannot go on after a timeout, so it
+// is written in pieces of tlsPiece bytes, each with its own deadline.
+func (p *Pipe) writeAll(b []byte) error {
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	wt := p.cfg.writeTimeout()
+	if wt <= 0 {
+		if _, err := p.conn.Write(b); err != nil {
+			return p.writeError(err)
+		}
+		return nil
+	}
+	if _, isTLS := p.conn.(*tls.Conn); isTLS {
+		for len(b) > 0 {
+			n := min(len(b), tlsPiece)
+			p.conn.SetWriteDeadline(time.Now().Add(wt))
+			if _, err := p.conn.Write(b[:n]); err != nil {
+				return p.writeError(err)
+			}
+			b = b[n:]
+		}
+		return nil
+	}
+	last := time.Now() // when the peer last took something
+	if p.wset.Sub(last) < wt*3/4 {
+		p.wset = last.Add(wt)
+		p.conn.SetWriteDeadline(p.wset)
+	}
+	for {
+		n, err := p.conn.Write(b)
+		if err == nil {
+			return nil
+		}
+		b = b[n:]
+		if now := time.Now(); isTimeout(err) && (n > 0 || now.Sub(last) < wt) {
+			if n > 0 {
+				last = now
+			}
+			p.wset = last.Add(wt)
+			p.conn.SetWriteDeadline(p.wset)
+			continue
+		}
+		return p.writeError(err)
+	}
+}
+
+// tlsPiece is how much of a message a TLS connection writes under one
+// deadline.
+const tlsPiece = 64 << 10
+
+// writeError is the error of a failed write; a timeout ends the
+// connection, counted.
+func (p *Pipe) writeError(err error) error {
+	if p.closed.Load() {
+		return ErrPipeClosed
+	}
+	if !isTimeout(err) {
+		return sendError(p.remote, err)
+	}
+	err = fmt.Errorf("%w: the peer took nothing for %v", ErrWriteTimeout, p.cfg.writeTimeout())
+	p.stats.writeTimeouts.Add(1)
+	if par := p.parent; par != nil {
+		par.stats.writeTimeouts.Add(1)
+	}
+	p.terminate(err)
+	return sendError(p.remote, err)
+}
