@@ -81,7 +81,7 @@ func listenShared(ctx context.Context, proto Proto, r Route, cfg *PipeConfig) (*
 // pipe. The pipe owns l: Close closes it.
 func ServeListener(l net.Listener, c *PipeConfig) (*Pipe, error) {
 	if l == nil {
-		return nil, fmt.Errorf("p2pd: ServeListener: %w: nil listener", ErrInvalid)
+		return nil, errorf("p2pd: ServeListener: %w: nil listener", ErrInvalid)
 	}
 	return serve(c, l, nil)
 }
@@ -91,7 +91,7 @@ func ServeListener(l net.Listener, c *PipeConfig) (*Pipe, error) {
 // closes it.
 func ServePacketConn(pc net.PacketConn, c *PipeConfig) (*Pipe, error) {
 	if pc == nil {
-		return nil, fmt.Errorf("p2pd: ServePacketConn: %w: nil PacketConn", ErrInvalid)
+		return nil, errorf("p2pd: ServePacketConn: %w: nil PacketConn", ErrInvalid)
 	}
 	return serve(c, nil, pc)
 }

@@ -116,7 +116,6 @@ func TestListenNilArguments(t *testing.T) {
 	d := &Daemon{PipeConfig: PipeConfig{OnMsg: echoCB}}
 	defer d.Close()
 	lo := loopRoute(t, IPv4)
-	//lint:ignore SA1012 a nil context is what is tested
 	var nilCtx context.Context
 	checks := map[string]error{}
 	_, checks["ListenAll nil ctx"] = d.ListenAll(nilCtx, []Target{lo}, Ports{Port(0)}, []Proto{UDP}, IPv4)

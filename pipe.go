@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -96,7 +97,7 @@ func copyConfig(c *PipeConfig) (*PipeConfig, error) {
 		cfg = *c
 	}
 	if !cfg.Framing.valid() {
-		return nil, fmt.Errorf("p2pd: %w: framing %v", ErrInvalid, cfg.Framing)
+		return nil, errorf("p2pd: %w: framing %v", ErrInvalid, cfg.Framing)
 	}
 	if cfg.dog == nil {
 		cfg.dog = new(watcher) // the call's own; a Daemon passes its one
@@ -140,12 +141,12 @@ func (p *Pipe) Send(msg []byte, to Peer) error {
 	switch {
 	case p.proto == UDP && p.server:
 		if !to.IsValid() {
-			return fmt.Errorf("p2pd: send: %w: UDP server pipe needs a destination", ErrInvalid)
+			return errorf("p2pd: send: %w: UDP server pipe needs a destination", ErrInvalid)
 		}
 		err = p.sendTo(msg, to)
 	case p.proto == UDP:
 		if to.IsValid() && !sameAddr(to.AddrPort, p.remote) {
-			return fmt.Errorf("p2pd: send to %v: %w: a client pipe only sends to its peer %v", to.AddrPort, ErrInvalid, p.remote)
+			return errorf("p2pd: send to %v: %w: a client pipe only sends to its peer %v", to.AddrPort, ErrInvalid, p.remote)
 		}
 		_, err = p.udp.Write(msg)
 	case p.server:
@@ -156,7 +157,7 @@ func (p *Pipe) Send(msg []byte, to Peer) error {
 		return c.Send(msg, Peer{})
 	default:
 		if to.IsValid() && !sameAddr(to.AddrPort, p.remote) {
-			return fmt.Errorf("p2pd: send to %v: %w: a TCP pipe only sends to its peer %v", to.AddrPort, ErrInvalid, p.remote)
+			return errorf("p2pd: send to %v: %w: a TCP pipe only sends to its peer %v", to.AddrPort, ErrInvalid, p.remote)
 		}
 		return p.write(msg)
 	}
@@ -171,10 +172,13 @@ func (p *Pipe) Send(msg []byte, to Peer) error {
 
 // sendError wraps a system error of a Send with the destination.
 func sendError(to netip.AddrPort, err error) error {
+	if strings.HasPrefix(err.Error(), "p2pd: ") {
+		return err // one of p2pd's, which says what failed
+	}
 	return &opError{op: "send to " + to.String(), err: err}
 }
 
-// SetMsgCB replaces the pipe's MsgCallback atomically; messages already
+// SetOnMsg replaces the pipe's MsgCallback (OnMsg) atomically; messages already
 // being delivered finish with the old one. On a TCP server it applies to
 // its connections too, unless one was given its own with SetOnMsg. nil
 // removes the callback.
@@ -266,7 +270,7 @@ func (p *Pipe) closeNoWait() {
 // call for a callback.
 func (p *Pipe) Shutdown(ctx context.Context) error {
 	if ctx == nil {
-		return fmt.Errorf("p2pd: shutdown: %w: nil context", ErrInvalid)
+		return errorf("p2pd: shutdown: %w: nil context", ErrInvalid)
 	}
 	p.drain()
 	select {

@@ -49,7 +49,7 @@ func (p *Pipe) handshake() error {
 		defer cancel()
 	}
 	if err := tc.HandshakeContext(ctx); err != nil {
-		return fmt.Errorf("p2pd: TLS handshake with %v: %w", p.remote, err)
+		return errorf("p2pd: TLS handshake with %v: %w", p.remote, err)
 	}
 	return nil
 }

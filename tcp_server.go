@@ -263,10 +263,10 @@ func (p *Pipe) client(to netip.AddrPort) *Pipe {
 // nothing for it. The returned pipe may end at any time (see [Pipe.Done]).
 func (p *Pipe) Accept(ctx context.Context) (*Pipe, error) {
 	if p.ln == nil {
-		return nil, fmt.Errorf("p2pd: accept: %w: not a TCP server pipe", ErrInvalid)
+		return nil, errorf("p2pd: accept: %w: not a TCP server pipe", ErrInvalid)
 	}
 	if ctx == nil {
-		return nil, fmt.Errorf("p2pd: accept: %w: nil context", ErrInvalid)
+		return nil, errorf("p2pd: accept: %w: nil context", ErrInvalid)
 	}
 	for {
 		p.mu.Lock()
