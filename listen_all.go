@@ -221,16 +221,9 @@ func (d *Daemon) PlanAll(targets []Target, ports Ports, protos []Proto, af Famil
 // fields of those names for this call.
 func (d *Daemon) ListenAll(ctx context.Context, targets []Target, ports Ports, protos []Proto, af Family, opts ...ListenOption) ([]*Pipe, error) {
 	const op = "listen all"
-	if ctx == nil {
-		return nil, wrapOp(op, fmt.Errorf("%w: nil context", ErrInvalid))
-	}
-	if d.isClosed() {
-		return nil, wrapOp(op, ErrDaemonClosed)
-	}
-	// The call's policies, read once: a followed call keeps them.
-	pol, err := d.policy(opts)
+	pol, err := d.begin(ctx, op, opts) // read once: a followed call keeps them
 	if err != nil {
-		return nil, wrapOp(op, err)
+		return nil, err
 	}
 	planned := targets
 	if pol.follow {

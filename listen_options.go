@@ -1,6 +1,9 @@
 package p2pd
 
-import "fmt"
+import (
+	"context"
+	"fmt"
+)
 
 // A ListenOption is one of a call's own settings, given to ListenAll,
 // ListenSpecific or AddListener after the seed's arguments, as P2PD's
@@ -33,12 +36,19 @@ func BestEffort(on bool) ListenOption { return func(p *policy) { p.bestEffort = 
 // Daemon.Follow).
 func Follow(on bool) ListenOption { return func(p *policy) { p.follow = on } }
 
-// policy returns a call's policy: the Daemon's fields, then opts.
-func (d *Daemon) policy(opts []ListenOption) (policy, error) {
+// begin checks the arguments every listen call has and returns the call's
+// policy: the Daemon's fields, then opts.
+func (d *Daemon) begin(ctx context.Context, op string, opts []ListenOption) (policy, error) {
 	pol := policy{follow: d.Follow, bestEffort: d.BestEffort, errorOnAF: d.ErrorOnAF}
+	if ctx == nil {
+		return pol, wrapOp(op, errNilContext)
+	}
+	if d.isClosed() {
+		return pol, wrapOp(op, ErrDaemonClosed)
+	}
 	for _, o := range opts {
 		if o == nil {
-			return pol, fmt.Errorf("%w: nil ListenOption", ErrInvalid)
+			return pol, wrapOp(op, fmt.Errorf("%w: nil ListenOption", ErrInvalid))
 		}
 		o(&pol)
 	}

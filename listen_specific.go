@@ -35,15 +35,9 @@ func (d *Daemon) ListenSpecific(ctx context.Context, specs []Specific, opts ...L
 }
 
 func (d *Daemon) listenSpecific(ctx context.Context, op string, specs []Specific, opts []ListenOption) ([]*Pipe, error) {
-	if ctx == nil {
-		return nil, wrapOp(op, fmt.Errorf("%w: nil context", ErrInvalid))
-	}
-	if d.isClosed() {
-		return nil, wrapOp(op, ErrDaemonClosed)
-	}
-	pol, err := d.policy(opts)
+	pol, err := d.begin(ctx, op, opts)
 	if err != nil {
-		return nil, wrapOp(op, err)
+		return nil, err
 	}
 	if len(specs) == 0 {
 		return nil, wrapOp(op, fmt.Errorf("%w: nothing to listen on", ErrInvalid))
