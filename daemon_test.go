@@ -726,6 +726,7 @@ func TestPortZeroLookup(t *testing.T) {
 	}
 	// A listener closed by its owner leaves the daemon.
 	p.Close()
+	<-p.Done() // Close does not wait
 	if d.Lookup(p2pd.IPv4, p2pd.TCP, port, lo4.Bound.Addr()) != nil || d.Len() != 2 {
 		t.Fatalf("closed listener still listed (Len %d)", d.Len())
 	}
