@@ -232,24 +232,18 @@ func (c *PipeConfig) idleTimeout(accepted bool) time.Duration {
 	return c.IdleTimeout
 }
 
-func (c *PipeConfig) readTimeout() time.Duration {
-	switch {
-	case c.ReadTimeout < 0:
-		return 0
-	case c.ReadTimeout == 0:
-		return DefaultReadTimeout
-	}
-	return c.ReadTimeout
-}
+func (c *PipeConfig) readTimeout() time.Duration  { return limit(c.ReadTimeout, DefaultReadTimeout) }
+func (c *PipeConfig) writeTimeout() time.Duration { return limit(c.WriteTimeout, DefaultWriteTimeout) }
 
-func (c *PipeConfig) writeTimeout() time.Duration {
+// limit reads a timeout setting: zero is def, negative is none (0).
+func limit(d, def time.Duration) time.Duration {
 	switch {
-	case c.WriteTimeout < 0:
+	case d < 0:
 		return 0
-	case c.WriteTimeout == 0:
-		return DefaultWriteTimeout
+	case d == 0:
+		return def
 	}
-	return c.WriteTimeout
+	return d
 }
 
 func (c *PipeConfig) maxConns() int {
