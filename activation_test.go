@@ -259,6 +259,7 @@ func TestActivationAdopt(t *testing.T) {
 
 	// A listener closed by its owner leaves the daemon.
 	ps[0].Close()
+	<-ps[0].Done() // Close does not wait
 	if d.Len() != len(ps)-1 {
 		t.Errorf("after closing one: Len %d", d.Len())
 	}

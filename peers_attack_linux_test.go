@@ -126,20 +126,18 @@ func TestWildcardDelayedRepliesUnderFlood(t *testing.T) {
 func TestShutdownUDPBatch(t *testing.T) {
 	started := make(chan struct{}, 32)
 	var replied atomic.Int32
-	srv := listen(t, UDP, loopRoute(t, IPv4), &PipeConfig{Logger: quietLogger(),
+	// The 20 datagrams wait in the socket before it is served, so that
+	// the first read takes them all in one batch.
+	pc, _ := prefilled(t, datagrams(20))
+	srv, err := ServePacketConn(pc, &PipeConfig{Logger: quietLogger(),
 		OnMsg: MsgCallbackFunc(func(msg []byte, from Peer, p *Pipe) {
 			started <- struct{}{}
 			time.Sleep(300 * time.Millisecond)
 			p.Send(msg, from)
 			replied.Add(1)
 		})})
-	c, err := net.Dial("udp", srv.LocalAddr().String())
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer c.Close()
-	for i := range 20 {
-		fmt.Fprintf(c, "m%d", i)
 	}
 	<-started
 	// 20 callbacks of 300 ms one after another would take 6 s.
