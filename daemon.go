@@ -173,10 +173,16 @@ func (d *Daemon) msgCB() MsgCallback {
 	return d.OnMsg
 }
 
-// pipeConfig returns the settings of a new listener. d.mu is held.
-func (d *Daemon) pipeConfig() *PipeConfig {
+// callConfig returns the settings of the listeners one call opens: the
+// daemon's, with the call's callback if it has one, copied and checked.
+func (d *Daemon) callConfig(pol policy) (*PipeConfig, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	c := d.PipeConfig
 	c.OnMsg = d.msgCB()
+	if pol.ownCB {
+		c.OnMsg = pol.cb
+	}
 	c.ended = d.forget
 	c.group = &d.own
 	c.dog = &d.dog
@@ -188,7 +194,7 @@ func (d *Daemon) pipeConfig() *PipeConfig {
 		d.budget = d.PipeConfig.newBudget() // nil: no limit
 	}
 	c.budget = d.budget
-	return &c
+	return copyConfig(&c)
 }
 
 // forget drops a listener that ended (closed by its owner or by the daemon).

@@ -95,13 +95,7 @@ func checkSpecifics(op string, specs []Specific) ([]Specific, error) {
 // with the call's policy (see ListenOption).
 func (d *Daemon) open(ctx context.Context, op string, specs []Specific, pol policy) ([]*Pipe, error) {
 	bestEffort := pol.bestEffort
-	d.mu.Lock()
-	pc := d.pipeConfig()
-	if pol.ownCB {
-		pc.OnMsg = pol.cb
-	}
-	cfg, err := copyConfig(pc)
-	d.mu.Unlock()
+	cfg, err := d.callConfig(pol)
 	if err != nil {
 		return nil, wrapOp(op, err)
 	}

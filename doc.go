@@ -96,7 +96,8 @@
 //
 // External addresses come from an [ExtResolver]; the default one,
 // [OfflineResolver], knows none, so only public NIC IPs have EXT IPs until
-// [Interface.Resolve] is called with a resolver that asks the outside world.
+// [Interface.Resolve] is called with a resolver that asks the outside world,
+// such as the STUN one of package github.com/p2pd/p2pd/stun.
 //
 // Interfaces and routes encode to JSON and back, so a network view can be
 // saved and loaded in a test or a config file.

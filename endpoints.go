@@ -48,7 +48,8 @@ func (e Endpoint) String() string {
 // [Daemon.Listeners]), its local address and what is known of its external
 // address. Nothing is asked of the network: the EXT IPs come from the routes
 // the listeners were opened on, so resolve an interface (Interface.Resolve
-// with a [STUNResolver]) before passing it to ListenAll for them to be known.
+// with the STUN resolver of package github.com/p2pd/p2pd/stun) before
+// passing it to ListenAll for them to be known.
 func (d *Daemon) Endpoints() []Endpoint {
 	ls := d.Listeners()
 	out := make([]Endpoint, 0, len(ls))

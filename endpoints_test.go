@@ -10,7 +10,7 @@ import (
 // be opened anywhere (loopback, wildcard); stun_linux_test.go checks private
 // and public addresses behind a real NAT.
 func TestEndpointsLoopback(t *testing.T) {
-	d := &Daemon{PipeConfig: PipeConfig{Logger: quietLog}, WatchInterval: -1}
+	d := &Daemon{PipeConfig: PipeConfig{Logger: quietLogger()}, WatchInterval: -1}
 	defer d.Close()
 	ctx := context.Background()
 	lo := netip.MustParseAddr("127.0.0.1")

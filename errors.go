@@ -6,8 +6,9 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
-	"strings"
 	"syscall"
+
+	"github.com/p2pd/p2pd/internal/errtext"
 )
 
 // Sentinel errors. Test for them with errors.Is: the errors returned by this
@@ -55,6 +56,15 @@ var (
 	ErrNoRoute = errors.New("p2pd: no route")
 	// ErrExtUnknown is returned by an ExtResolver that cannot find an address.
 	ErrExtUnknown = errors.New("p2pd: external address unknown")
+	// ErrTooManyListeners is wrapped by the *LimitError a call returns when
+	// it would take the daemon over its MaxListeners.
+	ErrTooManyListeners = errors.New("p2pd: too many listeners")
+	// ErrSocketUnsupported: a socket given to Daemon.Adopt is not one a
+	// Daemon can serve: a listening TCP socket (SOCK_STREAM, listening) or a
+	// UDP socket (SOCK_DGRAM), IPv4 or IPv6. Unix sockets, connected stream
+	// sockets (a systemd socket unit with Accept=yes), FIFOs, netlink,
+	// sequential packet and raw sockets are refused.
+	ErrSocketUnsupported = errors.New("p2pd: unsupported socket")
 )
 
 // Pipe errors. Test for them with errors.Is: returned errors may wrap them
@@ -191,32 +201,52 @@ func sysError(err error) error {
 // errNilContext is the error of a call given a nil context.
 var errNilContext = fmt.Errorf("%w: nil context", ErrInvalid)
 
-// trimPrefix is err's text without "p2pd: " (leading or nested), for the
-// text of an error that wraps it and says "p2pd: " itself.
-func trimPrefix(err error) string {
-	if err == nil {
-		return "<nil>"
-	}
-	return strings.ReplaceAll(err.Error(), "p2pd: ", "")
-}
+// trimPrefix is err's text without "p2pd: " (see errtext.Trim).
+func trimPrefix(err error) string { return errtext.Trim(err) }
 
 // errorf is fmt.Errorf for p2pd's own messages, whose format starts with
-// "p2pd: ": the p2pd errors it wraps lose their own "p2pd: ", so that the
-// text says it once ("p2pd: bind ...: invalid value", not "p2pd: bind
-// ...: p2pd: invalid value"). errors.Is and errors.As see through it.
-func errorf(format string, a ...any) error {
-	err := fmt.Errorf(format, a...)
-	if rest, ok := strings.CutPrefix(err.Error(), "p2pd: "); ok && strings.Contains(rest, "p2pd: ") {
-		return &textError{msg: "p2pd: " + strings.ReplaceAll(rest, "p2pd: ", ""), err: err}
+// "p2pd: ", saying it once (see errtext.Errorf).
+func errorf(format string, a ...any) error { return errtext.Errorf(format, a...) }
+
+// LimitError reports a call refused by the listener guard before anything
+// was bound.
+type LimitError struct {
+	Op    string // "listen all", "listen specific", "add listener"
+	Want  int    // listeners the call would open
+	Have  int    // listeners the daemon held (or had reserved) at the time
+	Limit int    // the daemon's limit
+}
+
+func (e *LimitError) Error() string {
+	return fmt.Sprintf("p2pd: %s: too many listeners: the call would open %d, the daemon holds %d, limit %d (see Daemon.MaxListeners)",
+		e.Op, e.Want, e.Have, e.Limit)
+}
+
+// Unwrap returns ErrTooManyListeners.
+func (e *LimitError) Unwrap() error { return ErrTooManyListeners }
+
+// AdoptError reports a socket that [Daemon.Adopt] cannot serve. Err wraps
+// ErrSocketUnsupported, ErrAddrInUse or ErrInvalid, or is the system's
+// error.
+type AdoptError struct {
+	Name string // the File's name (for socket activation, its LISTEN_FDNAMES entry)
+	FD   int    // its descriptor number; -1 when unknown
+	Kind string // what it is, e.g. "unix stream", "ipv4 stream, not listening", "not a socket"
+	Err  error
+}
+
+func (e *AdoptError) Error() string {
+	s := "p2pd: socket"
+	if e.FD >= 0 {
+		s += " " + strconv.Itoa(e.FD)
 	}
-	return err
+	if e.Name != "" {
+		s += " (" + e.Name + ")"
+	}
+	if e.Kind != "" {
+		s += ": " + e.Kind
+	}
+	return s + ": " + trimPrefix(e.Err)
 }
 
-// textError is an error with its text made once.
-type textError struct {
-	msg string
-	err error
-}
-
-func (e *textError) Error() string { return e.msg }
-func (e *textError) Unwrap() error { return e.err }
+func (e *AdoptError) Unwrap() error { return e.Err }

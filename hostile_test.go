@@ -236,6 +236,7 @@ func hostileCases() []hostileCase {
 		ifErr     = new(*InterfaceError)
 		addrErr   = new(*AddrError)
 		dialErr   = new(*DialError)
+		adoptErr  = new(*AdoptError)
 	)
 	llBadZone := "[fe80::1%nosuchif0]:0"
 	notLocal := Route{Family: IPv4, NIC: []netip.Addr{netip.MustParseAddr("198.51.100.7")}} // TEST-NET-2: never ours
@@ -550,6 +551,15 @@ func hostileCases() []hostileCase {
 				return err
 			}},
 
+		{name: "Adopt/no files", is: []error{ErrInvalid},
+			call: func(e *hostileEnv) error { _, err := e.d.Adopt(bg, nil); return err }},
+		{name: "Adopt/nil File", is: []error{ErrInvalid}, as: []any{adoptErr},
+			call: func(e *hostileEnv) error { _, err := e.d.Adopt(bg, []*os.File{nil}); return err }},
+		{name: "Adopt/nil context", is: []error{ErrInvalid},
+			call: func(e *hostileEnv) error { _, err := e.d.Adopt(nilCtx, []*os.File{nil}); return err }},
+		{name: "Adopt/nil option", is: []error{ErrInvalid},
+			call: func(e *hostileEnv) error { _, err := e.d.Adopt(bg, []*os.File{nil}, nil); return err }},
+
 		// ---- Dial ----
 		{name: "Dial/nil context", is: []error{ErrInvalid}, as: []any{dialErr},
 			call: func(e *hostileEnv) error {
@@ -788,7 +798,7 @@ func TestHostileArguments(t *testing.T) {
 				t.Fatalf("BUG: panics: %v", panicked)
 			}
 			if err == errHzSkip {
-				skipUnlessCI(t, "%v", err)
+				testnet.SkipUnlessCI(t, "%v", err)
 			}
 			checkHostileErr(t, tc, err)
 			// The daemon is unchanged.

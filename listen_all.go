@@ -2,7 +2,6 @@ package p2pd
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -11,27 +10,6 @@ import (
 // DefaultMaxListeners is the number of listeners a Daemon may hold when its
 // MaxListeners is 0.
 const DefaultMaxListeners = 1024
-
-// ErrTooManyListeners is wrapped by the *LimitError a call returns when it
-// would take the daemon over its MaxListeners.
-var ErrTooManyListeners = errors.New("p2pd: too many listeners")
-
-// LimitError reports a call refused by the listener guard before anything
-// was bound.
-type LimitError struct {
-	Op    string // "listen all", "listen specific", "add listener"
-	Want  int    // listeners the call would open
-	Have  int    // listeners the daemon held (or had reserved) at the time
-	Limit int    // the daemon's limit
-}
-
-func (e *LimitError) Error() string {
-	return fmt.Sprintf("p2pd: %s: too many listeners: the call would open %d, the daemon holds %d, limit %d (see Daemon.MaxListeners)",
-		e.Op, e.Want, e.Have, e.Limit)
-}
-
-// Unwrap returns ErrTooManyListeners.
-func (e *LimitError) Unwrap() error { return ErrTooManyListeners }
 
 // plan is an expanded ListenAll request: every distinct address to bind,
 // as a route bound to it with port 0, times protos times ports.

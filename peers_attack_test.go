@@ -59,10 +59,11 @@ func TestWriteTimeoutNonReadingPeer(t *testing.T) {
 	case <-time.After(waitFor):
 		t.Fatal("Send still blocked: the peer pins the connection")
 	}
-	_, reason := ends.wait(t, func(p *Pipe) bool { return !p.IsServer() })
+	conn, reason := ends.wait(t, func(p *Pipe) bool { return !p.IsServer() })
 	if !errors.Is(reason, ErrWriteTimeout) {
 		t.Fatalf("OnEnd reason %v, want ErrWriteTimeout", reason)
 	}
+	<-conn.Done() // a connection leaves its server after OnEnd
 	if s := srv.Stats(); s.WriteTimeouts != 1 || s.Conns != 0 {
 		t.Fatalf("stats %+v, want 1 write timeout and no connection left", s)
 	}

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/p2pd/p2pd/internal/testnet"
 )
 
 // ---- helpers ----
@@ -26,7 +28,7 @@ func loopRoute(t testing.TB, f Family) Route {
 	if f == IPv6 {
 		ln, err := net.Listen("tcp6", "[::1]:0")
 		if err != nil {
-			skipUnlessCI(t, "no IPv6 loopback: %v", err)
+			testnet.SkipUnlessCI(t, "no IPv6 loopback: %v", err)
 		}
 		ln.Close()
 	}

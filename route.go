@@ -242,8 +242,9 @@ func (p RoutePool) Locate(ip netip.Addr) (Route, bool) {
 
 // ExtResolver finds the address the outside world sees for traffic sent from
 // one of an interface's private addresses (the EXT IP behind a NAT). A STUN
-// client is the usual implementation. It returns an invalid address and an
-// error wrapping ErrExtUnknown when it cannot tell; it never invents one.
+// client (package github.com/p2pd/p2pd/stun) is the usual implementation.
+// It returns an invalid address and an error wrapping ErrExtUnknown when it
+// cannot tell; it never invents one.
 type ExtResolver interface {
 	ExtAddr(ctx context.Context, iface *Interface, nic netip.Addr) (netip.Addr, error)
 }

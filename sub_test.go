@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/p2pd/p2pd/internal/testnet"
 )
 
 // udpFrom returns a UDP client pipe bound to 127.0.0.1:port (0: any).
@@ -14,7 +16,7 @@ func udpFrom(t *testing.T, port uint16, to netip.AddrPort) *Pipe {
 	r, _ := Route{Family: IPv4}.Bind("localhost", port)
 	p, err := Dial(context.Background(), UDP, r, to.Addr().String(), to.Port(), nil)
 	if err != nil {
-		skipUnlessCI(t, "cannot bind 127.0.0.1:%d: %v", port, err)
+		testnet.SkipUnlessCI(t, "cannot bind 127.0.0.1:%d: %v", port, err)
 	}
 	t.Cleanup(func() { p.Close() })
 	return p

@@ -83,21 +83,6 @@ func (p *Pipe) initBatch() {
 	}
 }
 
-// initBatchBound is initBatch for a socket Listen made itself: bound to
-// sa, of family f.
-func (p *Pipe) initBatchBound(f Family, sa netip.AddrPort) {
-	rc, err := p.udp.SyscallConn()
-	if err != nil {
-		return
-	}
-	if f == IPv4 {
-		p.setBatch(rc, unix.AF_INET, 0)
-		return
-	}
-	scope, _ := strconv.ParseUint(sa.Addr().Zone(), 10, 32) // resolveZone made it numeric
-	p.setBatch(rc, unix.AF_INET6, uint32(scope))
-}
-
 func (p *Pipe) setBatch(rc syscall.RawConn, family int, scope uint32) {
 	u := &udpBatch{rc: rc, p: p, family: family, scope: scope,
 		n: p.cfg.udpBatch(), slot: p.cfg.bufferSize(UDP), zone: p.local.Addr().Zone()}

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/p2pd/p2pd/internal/testnet"
 )
 
 // The batch tests fill a socket's receive queue before the pipe reads it,
@@ -20,7 +22,7 @@ func prefilled(t *testing.T, msgs [][]byte) (*net.UDPConn, *net.UDPConn) {
 	t.Helper()
 	srv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
-		skipUnlessCI(t, "no IPv4 loopback: %v", err)
+		testnet.SkipUnlessCI(t, "no IPv4 loopback: %v", err)
 	}
 	cli, err := net.DialUDP("udp4", nil, srv.LocalAddr().(*net.UDPAddr))
 	if err != nil {

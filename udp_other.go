@@ -9,7 +9,6 @@ import "net/netip"
 type udpBatch struct{}
 
 func (p *Pipe) initBatch()                                         {}
-func (p *Pipe) initBatchBound(Family, netip.AddrPort)              {}
 func (p *Pipe) udpBatchLoop() error                                { return p.udpReadLoop() }
 func (p *Pipe) recvDropped() uint64                                { return 0 }
 func (u *udpBatch) queue(*Pipe, []byte, netip.AddrPort, Peer) bool { return false }

@@ -16,12 +16,13 @@ import (
 	"time"
 
 	"github.com/p2pd/p2pd"
+	"github.com/p2pd/p2pd/stun"
 )
 
 func main() {
 	servers := flag.String("servers", "", "comma-separated STUN servers (ip:port, [ipv6]:port, host:port); required")
 	agree := flag.Int("agree", 0, "servers that must agree on an EXT IP (0: 2 when 2+ servers of a family, else 1)")
-	timeout := flag.Duration("timeout", p2pd.DefaultSTUNTimeout, "bound of one lookup")
+	timeout := flag.Duration("timeout", stun.DefaultTimeout, "bound of one lookup")
 	iface := flag.String("iface", "", "interface name (default: the default interface)")
 	classify := flag.Bool("classify", false, "also classify the NAT of each route's first NIC IP (RFC 5780) with the first server of its family")
 	flag.Parse()
@@ -42,7 +43,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	res := &p2pd.STUNResolver{Servers: strings.Split(*servers, ","), Agree: *agree, Timeout: *timeout}
+	res := &stun.Resolver{Servers: strings.Split(*servers, ","), Agree: *agree, Timeout: *timeout}
 	ctx, cancel := context.WithTimeout(context.Background(), 4**timeout)
 	defer cancel()
 	start := time.Now()
@@ -64,7 +65,7 @@ func main() {
 	}
 }
 
-func classifyRoute(ctx context.Context, res *p2pd.STUNResolver, r p2pd.Route) {
+func classifyRoute(ctx context.Context, res *stun.Resolver, r p2pd.Route) {
 	for _, s := range res.Servers {
 		isV6 := strings.HasPrefix(s, "[") || strings.Count(s, ":") > 1
 		if isV6 != (r.Family == p2pd.IPv6) {

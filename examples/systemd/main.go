@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/p2pd/p2pd"
+	"github.com/p2pd/p2pd/systemd"
 )
 
 func main() {
@@ -40,7 +41,7 @@ func main() {
 	if err := run(*ports); err != nil {
 		// Under systemd, stderr goes to the journal.
 		fmt.Fprintln(os.Stderr, "p2pd-echo:", err)
-		p2pd.Notify("STATUS=failed: " + err.Error())
+		systemd.Notify("STATUS=failed: " + err.Error())
 		os.Exit(1)
 	}
 }
@@ -59,8 +60,8 @@ func run(portList string) error {
 	defer d.Close()
 
 	how := "activated by systemd"
-	_, err := d.ListenActivated(ctx)
-	if errors.Is(err, p2pd.ErrNoActivation) {
+	_, err := systemd.Listen(ctx, d)
+	if errors.Is(err, systemd.ErrNoActivation) {
 		// Not socket-activated (or the variables were for another
 		// process): listen on our own, on loopback.
 		how = "own listeners"
@@ -81,13 +82,13 @@ func run(portList string) error {
 
 	// Ready: systemd marks the unit active (Type=notify). Outside systemd
 	// NOTIFY_SOCKET is unset and Notify does nothing.
-	if _, err := p2pd.Notify(fmt.Sprintf("%s\nSTATUS=echoing on %d listeners (%s)", p2pd.NotifyReady, d.Len(), how)); err != nil {
+	if _, err := systemd.Notify(fmt.Sprintf("%s\nSTATUS=echoing on %d listeners (%s)", systemd.NotifyReady, d.Len(), how)); err != nil {
 		fmt.Fprintln(os.Stderr, "p2pd-echo: notify:", err)
 	}
 
 	// WatchdogSec= in the unit: ping at half the interval.
 	var tick <-chan time.Time
-	if wd, err := p2pd.WatchdogInterval(); err != nil {
+	if wd, err := systemd.WatchdogInterval(); err != nil {
 		fmt.Fprintln(os.Stderr, "p2pd-echo: watchdog:", err)
 	} else if wd > 0 {
 		t := time.NewTicker(wd / 2)
@@ -99,11 +100,11 @@ func run(portList string) error {
 		case <-ctx.Done():
 			done = true
 		case <-tick:
-			p2pd.Notify(p2pd.NotifyWatchdog)
+			systemd.Notify(systemd.NotifyWatchdog)
 		}
 	}
 
-	p2pd.Notify(p2pd.NotifyStopping)
+	systemd.Notify(systemd.NotifyStopping)
 	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := d.Shutdown(shutCtx); err != nil {

@@ -119,6 +119,16 @@ func Require(t testing.TB) {
 	}
 }
 
+// SkipUnlessCI skips the test for a missing prerequisite, except in CI
+// (CI=true), where it fails the test: a skip in CI hides failures.
+func SkipUnlessCI(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
+		t.Fatalf("CI=true, so this is a failure, not a skip: "+format, args...)
+	}
+	t.Skipf(format, args...)
+}
+
 // requirement is the decision of Require: msg is empty when namespaces
 // can be built, otherwise fatal says whether to fail rather than skip.
 func requirement(goos string, euid int, haveIP, ci bool) (msg string, fatal bool) {

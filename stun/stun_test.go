@@ -1,4 +1,4 @@
-package p2pd
+package stun
 
 import (
 	"context"
@@ -14,7 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/stun/v3"
+	"github.com/p2pd/p2pd"
+
+	pion "github.com/pion/stun/v3"
 )
 
 // fakeSTUN is a STUN server for tests: it answers Binding requests with the
@@ -29,7 +31,7 @@ type fakeSTUN struct {
 	drop   atomic.Int32
 	reqs   atomic.Int32
 	mu     sync.Mutex
-	ids    map[[stun.TransactionIDSize]byte]int
+	ids    map[[pion.TransactionIDSize]byte]int
 	done   chan struct{}
 }
 
@@ -47,7 +49,7 @@ func startFakeSTUN(t testing.TB, ip string, mapped func(netip.AddrPort) netip.Ad
 
 func serveFakeSTUN(t testing.TB, c *net.UDPConn, mapped func(netip.AddrPort) netip.AddrPort) *fakeSTUN {
 	f := &fakeSTUN{conn: c, Addr: stunUnmap(c.LocalAddr().(*net.UDPAddr).AddrPort()), mapped: mapped,
-		ids: map[[stun.TransactionIDSize]byte]int{}, done: make(chan struct{})}
+		ids: map[[pion.TransactionIDSize]byte]int{}, done: make(chan struct{})}
 	go f.serve()
 	t.Cleanup(func() {
 		c.Close()
@@ -74,8 +76,8 @@ func (f *fakeSTUN) serve() {
 		if err != nil {
 			return
 		}
-		m := stun.New()
-		if err := stun.Decode(append([]byte(nil), buf[:n]...), m); err != nil || m.Type != stun.BindingRequest {
+		m := pion.New()
+		if err := pion.Decode(append([]byte(nil), buf[:n]...), m); err != nil || m.Type != pion.BindingRequest {
 			continue
 		}
 		f.reqs.Add(1)
@@ -90,8 +92,8 @@ func (f *fakeSTUN) serve() {
 		if f.mapped != nil {
 			to = f.mapped(src)
 		}
-		resp, err := stun.Build(stun.NewTransactionIDSetter(m.TransactionID), stun.BindingSuccess,
-			&stun.XORMappedAddress{IP: to.Addr().AsSlice(), Port: int(to.Port())}, stun.Fingerprint)
+		resp, err := pion.Build(pion.NewTransactionIDSetter(m.TransactionID), pion.BindingSuccess,
+			&pion.XORMappedAddress{IP: to.Addr().AsSlice(), Port: int(to.Port())}, pion.Fingerprint)
 		if err != nil {
 			panic(err)
 		}
@@ -113,8 +115,8 @@ func natTo(ip string) func(netip.AddrPort) netip.AddrPort {
 
 var quietLog = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-func fastResolver(servers ...*fakeSTUN) *STUNResolver {
-	r := &STUNResolver{Timeout: 2 * time.Second, RTO: 20 * time.Millisecond, Logger: quietLog}
+func fastResolver(servers ...*fakeSTUN) *Resolver {
+	r := &Resolver{Timeout: 2 * time.Second, RTO: 20 * time.Millisecond, Logger: quietLog}
 	for _, s := range servers {
 		r.Servers = append(r.Servers, s.Addr.String())
 	}
@@ -150,15 +152,15 @@ func TestSTUNLiar(t *testing.T) {
 
 	r := fastResolver(a, liar)
 	ext, err = r.ExtAddr(context.Background(), nil, lo1)
-	if ext.IsValid() || !errors.Is(err, ErrExtUnknown) {
+	if ext.IsValid() || !errors.Is(err, p2pd.ErrExtUnknown) {
 		t.Fatalf("one honest, one liar: %v, %v; want ErrExtUnknown", ext, err)
 	}
-	var se *STUNError
+	var se *Error
 	if !errors.As(err, &se) || !strings.Contains(se.Reason, "disagree") || len(se.Answers) != 2 {
-		t.Fatalf("error %v: want a *STUNError saying the servers disagree, with 2 answers", err)
+		t.Fatalf("error %v: want a *Error saying the servers disagree, with 2 answers", err)
 	}
 	t.Log(err)
-	if !errors.Is(r.Err(lo1), ErrExtUnknown) {
+	if !errors.Is(r.Err(lo1), p2pd.ErrExtUnknown) {
 		t.Fatalf("Err(nic) = %v, want the reason", r.Err(lo1))
 	}
 
@@ -166,7 +168,7 @@ func TestSTUNLiar(t *testing.T) {
 	// since neither has more votes than the other.
 	r = fastResolver(a, liar)
 	r.Agree = 1
-	if ext, err := r.ExtAddr(context.Background(), nil, lo1); !errors.Is(err, ErrExtUnknown) {
+	if ext, err := r.ExtAddr(context.Background(), nil, lo1); !errors.Is(err, p2pd.ErrExtUnknown) {
 		t.Fatalf("Agree=1, a tie: %v, %v; want ErrExtUnknown", ext, err)
 	}
 }
@@ -207,14 +209,14 @@ func TestSTUNTimeout(t *testing.T) {
 	start := time.Now()
 	ext, err := r.ExtAddr(context.Background(), nil, lo1)
 	took := time.Since(start)
-	if ext.IsValid() || !errors.Is(err, ErrExtUnknown) {
+	if ext.IsValid() || !errors.Is(err, p2pd.ErrExtUnknown) {
 		t.Fatalf("ExtAddr = %v, %v; want ErrExtUnknown", ext, err)
 	}
 	if took < 250*time.Millisecond || took > 1500*time.Millisecond {
 		t.Fatalf("took %v, want about the 300ms timeout", took)
 	}
-	var se *STUNError
-	if !errors.As(err, &se) || se.Reason != "no STUN server answered" || !errors.Is(se.Answers[0].Err, ErrSTUNTimeout) {
+	var se *Error
+	if !errors.As(err, &se) || se.Reason != "no STUN server answered" || !errors.Is(se.Answers[0].Err, ErrTimeout) {
 		t.Fatalf("error %v: want no server answered, timeouts", err)
 	}
 	if n := a.reqs.Load(); n < 2 || n > 4 {
@@ -231,10 +233,10 @@ func TestSTUNRefused(t *testing.T) {
 	}
 	dead := c.LocalAddr().String()
 	c.Close()
-	r := &STUNResolver{Servers: []string{dead}, Timeout: 5 * time.Second, Logger: quietLog}
+	r := &Resolver{Servers: []string{dead}, Timeout: 5 * time.Second, Logger: quietLog}
 	start := time.Now()
 	_, err = r.ExtAddr(context.Background(), nil, lo1)
-	if !errors.Is(err, ErrExtUnknown) {
+	if !errors.Is(err, p2pd.ErrExtUnknown) {
 		t.Fatalf("err = %v, want ErrExtUnknown", err)
 	}
 	if took := time.Since(start); (runtime.GOOS == "linux") && took > time.Second {
@@ -256,7 +258,7 @@ func TestSTUNCache(t *testing.T) {
 	if n := a.transactions(); n != 1 {
 		t.Fatalf("%d transactions, want 1 (cached)", n)
 	}
-	now = now.Add(DefaultSTUNTTL + time.Second)
+	now = now.Add(DefaultTTL + time.Second)
 	r.ExtAddr(context.Background(), nil, lo1)
 	if n := a.transactions(); n != 2 {
 		t.Fatalf("%d transactions, want 2 (expired)", n)
@@ -267,19 +269,19 @@ func TestSTUNCache(t *testing.T) {
 	r.Timeout = 100 * time.Millisecond
 	r.Forget()
 	for range 2 {
-		if _, err := r.ExtAddr(context.Background(), nil, lo1); !errors.Is(err, ErrExtUnknown) {
+		if _, err := r.ExtAddr(context.Background(), nil, lo1); !errors.Is(err, p2pd.ErrExtUnknown) {
 			t.Fatal(err)
 		}
 	}
 	if n := a.transactions(); n != 3 {
 		t.Fatalf("%d transactions, want 3: the failure was not cached", n)
 	}
-	now = now.Add(DefaultSTUNFailTTL + time.Second)
+	now = now.Add(DefaultFailTTL + time.Second)
 	r.ExtAddr(context.Background(), nil, lo1)
 	if a.transactions() != 4 {
 		t.Fatal("an expired failure was not asked again")
 	}
-	if !errors.Is(r.Err(lo1), ErrExtUnknown) {
+	if !errors.Is(r.Err(lo1), p2pd.ErrExtUnknown) {
 		t.Fatalf("Err = %v", r.Err(lo1))
 	}
 }
@@ -293,7 +295,7 @@ func TestSTUNContext(t *testing.T) {
 	defer cancel()
 	start := time.Now()
 	_, err := r.ExtAddr(ctx, nil, lo1)
-	if !errors.Is(err, ErrExtUnknown) || !errors.Is(err, context.DeadlineExceeded) {
+	if !errors.Is(err, p2pd.ErrExtUnknown) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("deadline: %v; want ErrExtUnknown and DeadlineExceeded", err)
 	}
 	if took := time.Since(start); took > time.Second {
@@ -306,7 +308,7 @@ func TestSTUNContext(t *testing.T) {
 	ctx, cancel = context.WithCancel(context.Background())
 	time.AfterFunc(50*time.Millisecond, cancel)
 	_, err = r.ExtAddr(ctx, nil, lo1)
-	if !errors.Is(err, context.Canceled) || errors.Is(err, ErrExtUnknown) {
+	if !errors.Is(err, context.Canceled) || errors.Is(err, p2pd.ErrExtUnknown) {
 		t.Fatalf("cancel: %v; want context.Canceled, not ErrExtUnknown", err)
 	}
 }
@@ -315,19 +317,19 @@ func TestSTUNConfigErrors(t *testing.T) {
 	a := startFakeSTUN(t, "127.0.0.1", nil)
 	cases := []struct {
 		name string
-		r    *STUNResolver
+		r    *Resolver
 		want string
 	}{
-		{"no servers", &STUNResolver{}, "no IPv4 STUN server configured"},
-		{"only IPv6 servers", &STUNResolver{Servers: []string{"[::1]:3478"}}, "no IPv4 STUN server configured"},
-		{"agree too high", &STUNResolver{Servers: []string{a.Addr.String()}, Agree: 2}, "2 servers must agree, 1 IPv4 servers configured"},
-		{"same IP twice", &STUNResolver{Servers: []string{a.Addr.String(), "127.0.0.1:1"}, Agree: 2}, "2 servers must agree, 1 IPv4"},
+		{"no servers", &Resolver{}, "no IPv4 STUN server configured"},
+		{"only IPv6 servers", &Resolver{Servers: []string{"[::1]:3478"}}, "no IPv4 STUN server configured"},
+		{"agree too high", &Resolver{Servers: []string{a.Addr.String()}, Agree: 2}, "2 servers must agree, 1 IPv4 servers configured"},
+		{"same IP twice", &Resolver{Servers: []string{a.Addr.String(), "127.0.0.1:1"}, Agree: 2}, "2 servers must agree, 1 IPv4"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			c.r.Logger = quietLog
 			_, err := c.r.ExtAddr(context.Background(), nil, lo1)
-			if !errors.Is(err, ErrExtUnknown) || !strings.Contains(err.Error(), c.want) {
+			if !errors.Is(err, p2pd.ErrExtUnknown) || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("err = %v, want ErrExtUnknown saying %q", err, c.want)
 			}
 		})
@@ -352,6 +354,9 @@ func TestSTUNSplitServer(t *testing.T) {
 		{"host:0", "", 0, true},
 		{"host:x", "", 0, true},
 		{":3478", "", 0, true},
+		{"[::1", "", 0, true}, // a bracket that does not close
+		{"::1]", "", 0, true},
+		{"[192.0.2.1]", "", 0, true}, // brackets are for IPv6
 	}
 	for _, c := range cases {
 		h, p, err := splitServer(c.in)
@@ -364,10 +369,10 @@ func TestSTUNSplitServer(t *testing.T) {
 // loIface is an interface made of loopback addresses, so that its "private"
 // NIC IPs can be bound here; 198.51.100.9 is a public address the resolver
 // must not be asked about.
-func loIface(addrs ...string) *Interface {
-	ifc := &Interface{Name: "lo", Index: 1, Flags: net.FlagUp}
+func loIface(addrs ...string) *p2pd.Interface {
+	ifc := &p2pd.Interface{Name: "lo", Index: 1, Flags: net.FlagUp}
 	for _, a := range addrs {
-		ifc.Addrs = append(ifc.Addrs, IfAddr{Addr: netip.MustParseAddr(a), Bits: 8})
+		ifc.Addrs = append(ifc.Addrs, p2pd.IfAddr{Addr: netip.MustParseAddr(a), Bits: 8})
 	}
 	return ifc
 }
@@ -441,8 +446,44 @@ func TestSTUNResolveOffline(t *testing.T) {
 	}
 	for _, nic := range []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"} {
 		err := r.Err(netip.MustParseAddr(nic))
-		if !errors.Is(err, ErrExtUnknown) || !strings.Contains(err.Error(), "no STUN server answered") {
+		if !errors.Is(err, p2pd.ErrExtUnknown) || !strings.Contains(err.Error(), "no STUN server answered") {
 			t.Errorf("Err(%s) = %v", nic, err)
+		}
+	}
+}
+
+// TestErrorText: every error of the package says "p2pd: " once, at the
+// start, however many errors it wraps (an answer's timeout, an invalid
+// server, an unsupported family, a cancelled context).
+func TestErrorText(t *testing.T) {
+	silent := startFakeSTUN(t, "127.0.0.1", nil)
+	silent.silent.Store(true)
+	quick := func(servers ...string) *Resolver {
+		return &Resolver{Servers: servers, Timeout: 200 * time.Millisecond, RTO: 50 * time.Millisecond, Logger: quietLog}
+	}
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	ctx := context.Background()
+	var errs []error
+	_, err := quick(silent.Addr.String()).ExtAddr(ctx, nil, lo1) // an answer's ErrTimeout
+	errs = append(errs, err)
+	_, err = quick("[::1").ExtAddr(ctx, nil, lo1) // an invalid server
+	errs = append(errs, err)
+	_, err = quick(silent.Addr.String()).ExtAddr(cancelled, nil, lo1)
+	errs = append(errs, err)
+	_, err = quick().ClassifyNAT(ctx, lo1, "[::1]:3478") // another family
+	errs = append(errs, err)
+	_, err = quick().ClassifyNAT(ctx, lo1, silent.Addr.String()) // no answer
+	errs = append(errs, err)
+	_, err = quick().ClassifyNAT(ctx, lo1, "[::1") // an invalid server
+	errs = append(errs, err)
+	for i, err := range errs {
+		if err == nil {
+			t.Errorf("case %d: no error", i)
+			continue
+		}
+		if msg := err.Error(); !strings.HasPrefix(msg, "p2pd: ") || strings.Count(msg, "p2pd:") != 1 {
+			t.Errorf("case %d: %q: want one \"p2pd: \", at the start", i, msg)
 		}
 	}
 }

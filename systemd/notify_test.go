@@ -1,6 +1,6 @@
 //go:build unix
 
-package p2pd
+package systemd
 
 import (
 	"errors"
@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/p2pd/p2pd"
 )
 
 func TestNotifyUnset(t *testing.T) {
@@ -82,7 +84,7 @@ func TestNotifyErrors(t *testing.T) {
 		{"relative/notify", NotifyReady, ErrNotifySocket},
 		{"vsock:2:1234", NotifyReady, ErrNotifySocket},
 		{filepath.Join(t.TempDir(), "nobody-listens"), NotifyReady, nil},
-		{"/run/whatever", "", ErrInvalid},
+		{"/run/whatever", "", p2pd.ErrInvalid},
 	} {
 		t.Setenv("NOTIFY_SOCKET", c.sock)
 		sent, err := Notify(c.state)
@@ -112,7 +114,7 @@ func TestNotifyWatchdogInterval(t *testing.T) {
 	} {
 		env := map[string]string{"WATCHDOG_USEC": c.usec, "WATCHDOG_PID": c.pid}
 		got, err := watchdogInterval(func(k string) string { return env[k] }, pid)
-		if got != c.want || (err != nil) != c.bad || (c.bad && !errors.Is(err, ErrActivationEnv)) {
+		if got != c.want || (err != nil) != c.bad || (c.bad && !errors.Is(err, ErrListenEnv)) {
 			t.Errorf("USEC=%q PID=%q: %v, %v", c.usec, c.pid, got, err)
 		}
 	}

@@ -1,6 +1,6 @@
 //go:build linux
 
-package p2pd
+package stun
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 func TestNATClassify(t *testing.T) {
 	nn := newNATNet(t)
 	ctx := context.Background()
-	res := &STUNResolver{Timeout: 500 * time.Millisecond, RTO: 100 * time.Millisecond, Logger: quietLog}
+	res := &Resolver{Timeout: 500 * time.Millisecond, RTO: 100 * time.Millisecond, Logger: quietLog}
 	cases := []struct {
 		host      string
 		nic       string

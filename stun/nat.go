@@ -1,4 +1,4 @@
-package p2pd
+package stun
 
 import (
 	"context"
@@ -7,7 +7,10 @@ import (
 	"net"
 	"net/netip"
 
-	"github.com/pion/stun/v3"
+	"github.com/p2pd/p2pd"
+	"github.com/p2pd/p2pd/internal/errtext"
+
+	pion "github.com/pion/stun/v3"
 )
 
 // NATMapping is how a NAT maps an internal address and port to external
@@ -53,7 +56,7 @@ func (f NATFiltering) String() string {
 	return fmt.Sprintf("NATFiltering(%d)", uint8(f))
 }
 
-// NATBehavior is the result of [STUNResolver.ClassifyNAT].
+// NATBehavior is the result of [Resolver.ClassifyNAT].
 type NATBehavior struct {
 	Local     netip.AddrPort // the socket the tests were sent from
 	Mapped    netip.AddrPort // how the server saw it
@@ -66,10 +69,6 @@ type NATBehavior struct {
 func (b *NATBehavior) String() string {
 	return fmt.Sprintf("mapping %v, filtering %v (local %v, mapped %v)", b.Mapping, b.Filtering, b.Local, b.Mapped)
 }
-
-// ErrNoRFC5780 is returned by ClassifyNAT when the server gives no
-// OTHER-ADDRESS: it cannot run the RFC 5780 tests.
-var ErrNoRFC5780 = errors.New("p2pd: stun: server does not support RFC 5780 (no OTHER-ADDRESS)")
 
 // CHANGE-REQUEST flags (RFC 5780 §7.2).
 const (
@@ -86,10 +85,10 @@ const (
 // classification takes at most about three Timeouts.
 //
 // The Timeout, RTO and Retries of r apply; its cache and Agree do not.
-func (r *STUNResolver) ClassifyNAT(ctx context.Context, nic netip.Addr, server string) (*NATBehavior, error) {
+func (r *Resolver) ClassifyNAT(ctx context.Context, nic netip.Addr, server string) (*NATBehavior, error) {
 	nic = nic.Unmap()
 	fail := func(err error) (*NATBehavior, error) {
-		return nil, fmt.Errorf("p2pd: stun: classify NAT from %v with %s: %w", nic, server, err)
+		return nil, errtext.Errorf("p2pd: stun: classify NAT from %v with %s: %w", nic, server, err)
 	}
 	host, port, err := splitServer(server)
 	if err != nil {
@@ -103,13 +102,13 @@ func (r *STUNResolver) ClassifyNAT(ctx context.Context, nic netip.Addr, server s
 		}
 		ips, lerr := net.DefaultResolver.LookupNetIP(ctx, network, host)
 		if lerr != nil || len(ips) == 0 {
-			return fail(fmt.Errorf("no %s address: %v", FamilyOf(nic), lerr))
+			return fail(fmt.Errorf("no %s address: %v", p2pd.FamilyOf(nic), lerr))
 		}
 		srvIP = ips[0]
 	}
 	srv := netip.AddrPortFrom(srvIP.Unmap(), port)
-	if FamilyOf(srv.Addr()) != FamilyOf(nic) {
-		return fail(fmt.Errorf("%w: server %v is not %v", ErrFamilyUnsupported, srv, FamilyOf(nic)))
+	if p2pd.FamilyOf(srv.Addr()) != p2pd.FamilyOf(nic) {
+		return fail(fmt.Errorf("%w: server %v is not %v", p2pd.ErrFamilyUnsupported, srv, p2pd.FamilyOf(nic)))
 	}
 	c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(nic, 0)))
 	if err != nil {
@@ -120,12 +119,12 @@ func (r *STUNResolver) ClassifyNAT(ctx context.Context, nic netip.Addr, server s
 
 	// run is one Binding transaction to `to`, with its own Timeout, whose
 	// answer must come from `from`.
-	run := func(to, from netip.AddrPort, change byte) (*stun.Message, error) {
+	run := func(to, from netip.AddrPort, change byte) (*pion.Message, error) {
 		tctx, cancel := context.WithTimeout(ctx, r.timeout())
 		defer cancel()
-		var add func(*stun.Message)
+		var add func(*pion.Message)
 		if change != 0 {
-			add = func(m *stun.Message) { m.Add(stun.AttrChangeRequest, []byte{0, 0, 0, change}) }
+			add = func(m *pion.Message) { m.Add(pion.AttrChangeRequest, []byte{0, 0, 0, change}) }
 		}
 		m, _, err := r.transact(tctx, c, to, add, func(src netip.AddrPort) bool { return src == from })
 		if err != nil && ctx.Err() != nil {
@@ -142,12 +141,12 @@ func (r *STUNResolver) ClassifyNAT(ctx context.Context, nic netip.Addr, server s
 	if b.Mapped, err = mappedAddr(m); err != nil {
 		return fail(err)
 	}
-	var oa stun.OtherAddress
+	var oa pion.OtherAddress
 	if oa.GetFrom(m) != nil {
 		return fail(ErrNoRFC5780)
 	}
 	other, ok := netip.AddrFromSlice(oa.IP)
-	if !ok || oa.Port <= 0 || oa.Port > 65535 || other.Unmap() == srv.Addr() || FamilyOf(other.Unmap()) != FamilyOf(nic) {
+	if !ok || oa.Port <= 0 || oa.Port > 65535 || other.Unmap() == srv.Addr() || p2pd.FamilyOf(other.Unmap()) != p2pd.FamilyOf(nic) {
 		return fail(fmt.Errorf("%w: unusable OTHER-ADDRESS %v", ErrNoRFC5780, oa))
 	}
 	b.Other = netip.AddrPortFrom(other.Unmap(), uint16(oa.Port))
@@ -158,12 +157,12 @@ func (r *STUNResolver) ClassifyNAT(ctx context.Context, nic netip.Addr, server s
 	switch {
 	case err == nil:
 		b.Filtering = FilteringEndpointIndependent
-	case errors.Is(err, ErrSTUNTimeout):
+	case errors.Is(err, ErrTimeout):
 		_, err = run(srv, netip.AddrPortFrom(srv.Addr(), b.Other.Port()), changePort)
 		switch {
 		case err == nil:
 			b.Filtering = FilteringAddressDependent
-		case errors.Is(err, ErrSTUNTimeout):
+		case errors.Is(err, ErrTimeout):
 			b.Filtering = FilteringAddressPortDependent
 		default:
 			return fail(err)
@@ -197,7 +196,7 @@ func (r *STUNResolver) ClassifyNAT(ctx context.Context, nic netip.Addr, server s
 	return b, nil
 }
 
-func (r *STUNResolver) mappedVia(run func(to, from netip.AddrPort, change byte) (*stun.Message, error), to netip.AddrPort) (netip.AddrPort, error) {
+func (r *Resolver) mappedVia(run func(to, from netip.AddrPort, change byte) (*pion.Message, error), to netip.AddrPort) (netip.AddrPort, error) {
 	m, err := run(to, to, 0)
 	if err != nil {
 		return netip.AddrPort{}, err

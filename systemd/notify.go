@@ -1,7 +1,6 @@
-package p2pd
+package systemd
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -9,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/p2pd/p2pd"
 )
 
 // States for [Notify] (see sd_notify(3)). Several can be sent at once,
@@ -27,21 +28,6 @@ const (
 	// [WatchdogInterval]).
 	NotifyWatchdog = "WATCHDOG=1"
 )
-
-// ErrNotifySocket reports a NOTIFY_SOCKET that Notify cannot use.
-var ErrNotifySocket = errors.New("p2pd: bad NOTIFY_SOCKET")
-
-// NotifyError reports a failed Notify.
-type NotifyError struct {
-	Socket string // NOTIFY_SOCKET
-	Err    error
-}
-
-func (e *NotifyError) Error() string {
-	return fmt.Sprintf("p2pd: notify %q: %s", e.Socket, trimPrefix(e.Err))
-}
-
-func (e *NotifyError) Unwrap() error { return e.Err }
 
 // Notify sends state to the service manager, as sd_notify(3) does: one
 // datagram on the Unix socket named by $NOTIFY_SOCKET, a path or, on Linux,
@@ -66,7 +52,7 @@ func Notify(state string) (sent bool, err error) {
 		return false, nil
 	}
 	if state == "" {
-		return false, &NotifyError{Socket: sock, Err: fmt.Errorf("%w: empty state", ErrInvalid)}
+		return false, &NotifyError{Socket: sock, Err: fmt.Errorf("%w: empty state", p2pd.ErrInvalid)}
 	}
 	switch {
 	case strings.HasPrefix(sock, "@"):
@@ -99,7 +85,7 @@ func Notify(state string) (sent bool, err error) {
 // $WATCHDOG_PID if set), or 0 when there is none, as sd_watchdog_enabled(3)
 // does. Send NotifyWatchdog more often than that, e.g. every half of it;
 // a service that stops pinging is killed and, with Restart=, restarted.
-// A malformed variable is an *ActivationEnvError wrapping ErrActivationEnv.
+// A malformed variable is an *EnvError wrapping ErrListenEnv.
 func WatchdogInterval() (time.Duration, error) {
 	return watchdogInterval(os.Getenv, os.Getpid())
 }
@@ -112,7 +98,7 @@ func watchdogInterval(getenv func(string) string, pid int) (time.Duration, error
 	if p := getenv("WATCHDOG_PID"); p != "" {
 		want, err := strconv.Atoi(p)
 		if err != nil || want <= 0 {
-			return 0, &ActivationEnvError{Var: "WATCHDOG_PID", Value: p, Err: fmt.Errorf("%w: not a process ID", ErrActivationEnv)}
+			return 0, &EnvError{Var: "WATCHDOG_PID", Value: p, Err: fmt.Errorf("%w: not a process ID", ErrListenEnv)}
 		}
 		if want != pid {
 			return 0, nil
@@ -120,7 +106,7 @@ func watchdogInterval(getenv func(string) string, pid int) (time.Duration, error
 	}
 	us, err := strconv.ParseUint(usec, 10, 64)
 	if err != nil || us == 0 || us > uint64(1<<63-1)/1000 {
-		return 0, &ActivationEnvError{Var: "WATCHDOG_USEC", Value: usec, Err: fmt.Errorf("%w: not a positive number of microseconds", ErrActivationEnv)}
+		return 0, &EnvError{Var: "WATCHDOG_USEC", Value: usec, Err: fmt.Errorf("%w: not a positive number of microseconds", ErrListenEnv)}
 	}
 	return time.Duration(us) * time.Microsecond, nil
 }

@@ -1,6 +1,6 @@
 //go:build linux
 
-package p2pd
+package stun
 
 import (
 	"bytes"
@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/p2pd/p2pd"
 
 	"github.com/p2pd/p2pd/internal/testnet"
 )
@@ -47,7 +49,7 @@ func newNATNet(t *testing.T) *natNet {
 	n := testnet.New(t)
 	for _, tool := range []string{"nft", "turnserver"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			skipUnlessCI(t, "%s not installed (apt-get install -y nftables coturn): %v", tool, err)
+			testnet.SkipUnlessCI(t, "%s not installed (apt-get install -y nftables coturn): %v", tool, err)
 		}
 	}
 	nn := &natNet{client: n.AddHost("client"), router: n.AddHost("router"), public: n.AddHost("public")}
@@ -119,7 +121,7 @@ func (nn *natNet) startCoturn(t *testing.T) {
 		servers []string
 	}{{"203.0.113.2", stunPublic4}, {"2001:db8:1::2", stunPublic6}} {
 		for {
-			r := &STUNResolver{Servers: c.servers, Timeout: 300 * time.Millisecond, RTO: 50 * time.Millisecond,
+			r := &Resolver{Servers: c.servers, Timeout: 300 * time.Millisecond, RTO: 50 * time.Millisecond,
 				TTL: -1, FailTTL: -1, Logger: quietLog}
 			var err error
 			nn.public.Do(t, func() { _, err = r.ExtAddr(context.Background(), nil, netip.MustParseAddr(c.nic)) })
@@ -157,7 +159,7 @@ func (l *lockedBuffer) String() string {
 }
 
 // routeOf finds the route of pool that holds nic.
-func routeOf(t *testing.T, pool RoutePool, nic string) Route {
+func routeOf(t *testing.T, pool p2pd.RoutePool, nic string) p2pd.Route {
 	t.Helper()
 	r, ok := pool.Locate(netip.MustParseAddr(nic))
 	if !ok {
@@ -180,16 +182,16 @@ func addrs(ss ...string) []netip.Addr {
 func TestSTUNNamespaceNAT(t *testing.T) {
 	nn := newNATNet(t)
 	ctx := context.Background()
-	newRes := func(servers ...string) *STUNResolver {
-		return &STUNResolver{Servers: servers, Timeout: time.Second, RTO: 100 * time.Millisecond, Logger: quietLog}
+	newRes := func(servers ...string) *Resolver {
+		return &Resolver{Servers: servers, Timeout: time.Second, RTO: 100 * time.Millisecond, Logger: quietLog}
 	}
 
 	t.Run("routes", func(t *testing.T) {
 		res := newRes(nn.coturn...)
-		var ifc *Interface
+		var ifc *p2pd.Interface
 		var err error
 		nn.client.Do(t, func() {
-			if ifc, err = InterfaceByName("eth0"); err == nil {
+			if ifc, err = p2pd.InterfaceByName("eth0"); err == nil {
 				err = ifc.Resolve(ctx, res)
 			}
 		})
@@ -248,11 +250,11 @@ func TestSTUNNamespaceNAT(t *testing.T) {
 		// black hole); nothing listens on 203.0.113.2:3999 (refused).
 		for _, servers := range [][]string{{"203.0.113.9:3478", "203.0.113.2:3999"}, {"203.0.113.9:3478"}, {"203.0.113.2:3999"}} {
 			res := newRes(servers...)
-			var ifc *Interface
+			var ifc *p2pd.Interface
 			var err error
 			start := time.Now()
 			nn.client.Do(t, func() {
-				if ifc, err = InterfaceByName("eth0"); err == nil {
+				if ifc, err = p2pd.InterfaceByName("eth0"); err == nil {
 					err = ifc.Resolve(ctx, res)
 				}
 			})
@@ -271,7 +273,7 @@ func TestSTUNNamespaceNAT(t *testing.T) {
 				t.Errorf("%v: public route %v lost its EXT IP", servers, r)
 			}
 			reason := res.Err(netip.MustParseAddr("10.0.0.2"))
-			if !errors.Is(reason, ErrExtUnknown) {
+			if !errors.Is(reason, p2pd.ErrExtUnknown) {
 				t.Errorf("%v: Err = %v, want ErrExtUnknown", servers, reason)
 			}
 			t.Logf("%v: took %v: %v", servers, took.Round(time.Millisecond), reason)
@@ -296,7 +298,7 @@ func TestSTUNNamespaceNAT(t *testing.T) {
 				t.Errorf("%v: ExtAddr = %v, %v; want %v", c.servers, ext, err, c.want)
 			}
 			if !c.want.IsValid() {
-				var se *STUNError
+				var se *Error
 				if !errors.As(err, &se) || !strings.Contains(se.Reason, "disagree") {
 					t.Errorf("%v: %v, want a disagreement", c.servers, err)
 				}
@@ -307,18 +309,18 @@ func TestSTUNNamespaceNAT(t *testing.T) {
 
 	t.Run("endpoints", func(t *testing.T) {
 		res := newRes(nn.coturn...)
-		var ifc *Interface
+		var ifc *p2pd.Interface
 		var err error
-		d := &Daemon{PipeConfig: PipeConfig{Logger: quietLog}}
+		d := &p2pd.Daemon{PipeConfig: p2pd.PipeConfig{Logger: quietLog}}
 		defer d.Close()
 		nn.client.Do(t, func() {
-			if ifc, err = InterfaceByName("eth0"); err != nil {
+			if ifc, err = p2pd.InterfaceByName("eth0"); err != nil {
 				return
 			}
 			if err = ifc.Resolve(ctx, res); err != nil {
 				return
 			}
-			_, err = d.ListenAll(ctx, []Target{ifc.Routes4, ifc.Routes6}, Ports{Port(7007)}, []Proto{TCP, UDP}, AnyFamily)
+			_, err = d.ListenAll(ctx, []p2pd.Target{ifc.Routes4, ifc.Routes6}, p2pd.Ports{p2pd.Port(7007)}, []p2pd.Proto{p2pd.TCP, p2pd.UDP}, p2pd.AnyFamily)
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -367,7 +369,7 @@ func TestSTUNNamespaceNAT(t *testing.T) {
 		// The endpoints said to be reachable from outside are: the public
 		// host connects to them.
 		for _, e := range eps {
-			if !e.Ext.IsValid() || e.Proto != TCP {
+			if !e.Ext.IsValid() || e.Proto != p2pd.TCP {
 				continue
 			}
 			var conn net.Conn

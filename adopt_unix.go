@@ -10,52 +10,38 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-const activationSupported = true
-
-func setCloexec(fd int) error {
-	// F_GETFD first: unix.CloseOnExec ignores errors, and a descriptor
-	// that is not open must be reported.
-	flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
-	if err != nil {
-		return err
-	}
-	if flags&unix.FD_CLOEXEC != 0 {
-		return nil
-	}
-	_, err = unix.FcntlInt(uintptr(fd), unix.F_SETFD, flags|unix.FD_CLOEXEC)
-	return err
-}
-
 // socketProto says whether f is a listening TCP socket or a UDP socket, of
 // IPv4 or IPv6; anything else is an error wrapping ErrSocketUnsupported.
-// kind describes what f is, for errors.
-func socketProto(f *os.File) (proto Proto, kind string, err error) {
+// fd is f's descriptor number and kind describes what f is, for errors.
+func socketProto(f *os.File) (proto Proto, fd int, kind string, err error) {
+	fd = -1
 	rc, err := f.SyscallConn()
 	if err != nil {
-		return 0, "", err
+		return 0, fd, "", err
 	}
 	var typ, acc int
 	var sa unix.Sockaddr
 	var serr error
-	cerr := rc.Control(func(fd uintptr) {
-		if typ, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TYPE); serr != nil {
+	cerr := rc.Control(func(u uintptr) {
+		fd = int(u)
+		if typ, serr = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE); serr != nil {
 			return
 		}
-		if sa, serr = unix.Getsockname(int(fd)); serr != nil {
+		if sa, serr = unix.Getsockname(fd); serr != nil {
 			return
 		}
 		if typ == unix.SOCK_STREAM {
-			acc, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
+			acc, serr = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
 		}
 	})
 	if cerr != nil {
-		return 0, "", cerr
+		return 0, fd, "", cerr
 	}
 	if errors.Is(serr, unix.ENOTSOCK) {
-		return 0, "not a socket", ErrSocketUnsupported
+		return 0, fd, "not a socket", ErrSocketUnsupported
 	}
 	if serr != nil {
-		return 0, "", serr
+		return 0, fd, "", serr
 	}
 	var family string
 	switch sa.(type) {
@@ -83,15 +69,15 @@ func socketProto(f *os.File) (proto Proto, kind string, err error) {
 	}
 	kind = family + " " + typeName
 	if family != "ipv4" && family != "ipv6" {
-		return 0, kind, ErrSocketUnsupported
+		return 0, fd, kind, ErrSocketUnsupported
 	}
 	switch {
 	case typ == unix.SOCK_STREAM && acc != 0:
-		return TCP, kind, nil
+		return TCP, fd, kind, nil
 	case typ == unix.SOCK_STREAM:
-		return 0, kind + ", not listening (a connection: is the socket unit Accept=yes?)", ErrSocketUnsupported
+		return 0, fd, kind + ", not listening (a connection: is the socket unit Accept=yes?)", ErrSocketUnsupported
 	case typ == unix.SOCK_DGRAM:
-		return UDP, kind, nil
+		return UDP, fd, kind, nil
 	}
-	return 0, kind, ErrSocketUnsupported
+	return 0, fd, kind, ErrSocketUnsupported
 }

@@ -1,6 +1,6 @@
 //go:build unix
 
-package p2pd
+package systemd
 
 import (
 	"bytes"
@@ -15,11 +15,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/p2pd/p2pd"
+	"github.com/p2pd/p2pd/internal/socktest"
 	"golang.org/x/sys/unix"
 )
 
@@ -32,39 +33,39 @@ func TestActivationParseEnv(t *testing.T) {
 		names     []string
 		is        []error // errors.Is must hold for each
 		notIs     []error
-		envVar    string // the *ActivationEnvError's Var, if any
+		envVar    string // the *EnvError's Var, if any
 		wantNoErr bool
 	}{
-		{name: "unset", env: nil, is: []error{ErrNoActivation}, notIs: []error{ErrActivationEnv, ErrActivationPID}},
+		{name: "unset", env: nil, is: []error{ErrNoActivation}, notIs: []error{ErrListenEnv, ErrListenPID}},
 		{name: "names only", env: map[string]string{"LISTEN_FDNAMES": "a"}, is: []error{ErrNoActivation}},
 		{name: "one, no names", env: map[string]string{"LISTEN_PID": "4242", "LISTEN_FDS": "1"},
 			n: 1, names: []string{"unknown"}, wantNoErr: true},
 		{name: "three named", env: map[string]string{"LISTEN_PID": "4242", "LISTEN_FDS": "3", "LISTEN_FDNAMES": "web:dns:"},
 			n: 3, names: []string{"web", "dns", ""}, wantNoErr: true},
 		{name: "fds=0", env: map[string]string{"LISTEN_PID": "4242", "LISTEN_FDS": "0"},
-			is: []error{ErrNoActivation}, notIs: []error{ErrActivationEnv}, envVar: "LISTEN_FDS"},
+			is: []error{ErrNoActivation}, notIs: []error{ErrListenEnv}, envVar: "LISTEN_FDS"},
 		{name: "wrong pid", env: map[string]string{"LISTEN_PID": "4243", "LISTEN_FDS": "2"},
-			is: []error{ErrNoActivation, ErrActivationPID}, notIs: []error{ErrActivationEnv}, envVar: "LISTEN_PID"},
+			is: []error{ErrNoActivation, ErrListenPID}, notIs: []error{ErrListenEnv}, envVar: "LISTEN_PID"},
 		{name: "pid missing", env: map[string]string{"LISTEN_FDS": "2"},
-			is: []error{ErrNoActivation}, notIs: []error{ErrActivationPID, ErrActivationEnv}, envVar: "LISTEN_PID"},
+			is: []error{ErrNoActivation}, notIs: []error{ErrListenPID, ErrListenEnv}, envVar: "LISTEN_PID"},
 		{name: "fds missing", env: map[string]string{"LISTEN_PID": "4242"},
-			is: []error{ErrNoActivation}, notIs: []error{ErrActivationEnv}, envVar: "LISTEN_FDS"},
+			is: []error{ErrNoActivation}, notIs: []error{ErrListenEnv}, envVar: "LISTEN_FDS"},
 		{name: "pid garbage", env: map[string]string{"LISTEN_PID": "42x", "LISTEN_FDS": "1"},
-			is: []error{ErrActivationEnv}, notIs: []error{ErrNoActivation}, envVar: "LISTEN_PID"},
+			is: []error{ErrListenEnv}, notIs: []error{ErrNoActivation}, envVar: "LISTEN_PID"},
 		{name: "pid negative", env: map[string]string{"LISTEN_PID": "-4242", "LISTEN_FDS": "1"},
-			is: []error{ErrActivationEnv}, envVar: "LISTEN_PID"},
+			is: []error{ErrListenEnv}, envVar: "LISTEN_PID"},
 		{name: "fds garbage", env: map[string]string{"LISTEN_PID": "4242", "LISTEN_FDS": "two"},
-			is: []error{ErrActivationEnv}, notIs: []error{ErrNoActivation}, envVar: "LISTEN_FDS"},
+			is: []error{ErrListenEnv}, notIs: []error{ErrNoActivation}, envVar: "LISTEN_FDS"},
 		{name: "fds negative", env: map[string]string{"LISTEN_PID": "4242", "LISTEN_FDS": "-1"},
-			is: []error{ErrActivationEnv}, envVar: "LISTEN_FDS"},
+			is: []error{ErrListenEnv}, envVar: "LISTEN_FDS"},
 		{name: "fds huge", env: map[string]string{"LISTEN_PID": "4242", "LISTEN_FDS": "99999999999999999999"},
-			is: []error{ErrActivationEnv}, envVar: "LISTEN_FDS"},
+			is: []error{ErrListenEnv}, envVar: "LISTEN_FDS"},
 		{name: "fds too many", env: map[string]string{"LISTEN_PID": "4242", "LISTEN_FDS": strconv.Itoa(maxListenFDs + 1)},
-			is: []error{ErrActivationEnv}, envVar: "LISTEN_FDS"},
+			is: []error{ErrListenEnv}, envVar: "LISTEN_FDS"},
 		{name: "fewer names", env: map[string]string{"LISTEN_PID": "4242", "LISTEN_FDS": "3", "LISTEN_FDNAMES": "a:b"},
-			is: []error{ErrActivationEnv}, notIs: []error{ErrNoActivation}, envVar: "LISTEN_FDNAMES"},
+			is: []error{ErrListenEnv}, notIs: []error{ErrNoActivation}, envVar: "LISTEN_FDNAMES"},
 		{name: "more names", env: map[string]string{"LISTEN_PID": "4242", "LISTEN_FDS": "1", "LISTEN_FDNAMES": "a:b"},
-			is: []error{ErrActivationEnv}, envVar: "LISTEN_FDNAMES"},
+			is: []error{ErrListenEnv}, envVar: "LISTEN_FDNAMES"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -94,9 +95,9 @@ func TestActivationParseEnv(t *testing.T) {
 					t.Errorf("%v: errors.Is %v", err, e)
 				}
 			}
-			var ee *ActivationEnvError
+			var ee *EnvError
 			if c.envVar != "" && (!errors.As(err, &ee) || ee.Var != c.envVar) {
-				t.Errorf("%v: want an *ActivationEnvError for %s", err, c.envVar)
+				t.Errorf("%v: want an *EnvError for %s", err, c.envVar)
 			}
 			if !strings.HasPrefix(err.Error(), "p2pd: ") || strings.Count(err.Error(), "p2pd: ") != 1 {
 				t.Errorf("message %q", err)
@@ -105,263 +106,49 @@ func TestActivationParseEnv(t *testing.T) {
 	}
 }
 
-// TestActivationNotActivated: without the variables, ActivationFiles and
-// ListenActivated say ErrNoActivation and touch nothing.
+// TestActivationNotActivated: without the variables, Files and Listen say
+// ErrNoActivation and touch nothing.
 func TestActivationNotActivated(t *testing.T) {
 	for _, v := range []string{"LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"} {
 		t.Setenv(v, "")
 	}
-	socks, err := ActivationFiles(true)
-	if !errors.Is(err, ErrNoActivation) || socks != nil {
-		t.Fatalf("ActivationFiles = %v, %v", socks, err)
+	files, err := Files(true)
+	if !errors.Is(err, ErrNoActivation) || files != nil {
+		t.Fatalf("Files = %v, %v", files, err)
 	}
-	d := &Daemon{}
+	d := &p2pd.Daemon{}
 	defer d.Close()
-	ps, err := d.ListenActivated(context.Background())
+	ps, err := Listen(context.Background(), d)
 	if !errors.Is(err, ErrNoActivation) || ps != nil || d.Len() != 0 {
-		t.Fatalf("ListenActivated = %v, %v", ps, err)
+		t.Fatalf("Listen = %v, %v", ps, err)
 	}
 	// Another process's environment: nothing claimed, the variables unset.
 	t.Setenv("LISTEN_PID", strconv.Itoa(os.Getpid()+1))
 	t.Setenv("LISTEN_FDS", "1")
-	if _, err := ActivationFiles(true); !errors.Is(err, ErrActivationPID) {
+	if _, err := Files(true); !errors.Is(err, ErrListenPID) {
 		t.Fatalf("wrong pid: %v", err)
 	}
 	if v, ok := os.LookupEnv("LISTEN_FDS"); ok {
 		t.Fatalf("LISTEN_FDS=%q still set", v)
 	}
-	d.Close()
-	if _, err := d.Adopt(context.Background(), nil); !errors.Is(err, ErrNoActivation) {
-		t.Fatalf("Adopt(nil) = %v", err)
+	if _, err := Listen(context.Background(), nil); !errors.Is(err, p2pd.ErrInvalid) {
+		t.Fatalf("Listen(nil Daemon) = %v", err)
 	}
 }
 
-// actSockets opens the sockets a service manager would pass: TCP and UDP
-// on 127.0.0.1 and, when the host has IPv6 loopback, on ::1. The names are
-// "tcp4", "udp4", "tcp6", "udp6".
-func actSockets(t *testing.T) (names []string, addrs []netip.AddrPort, files []*os.File) {
+// fdOf is f's descriptor number, read without f.Fd(), which would make the
+// socket blocking.
+func fdOf(t *testing.T, f *os.File) int {
 	t.Helper()
-	for _, c := range []struct{ name, network, addr string }{
-		{"tcp4", "tcp4", "127.0.0.1:0"}, {"udp4", "udp4", "127.0.0.1:0"},
-		{"tcp6", "tcp6", "[::1]:0"}, {"udp6", "udp6", "[::1]:0"},
-	} {
-		var f *os.File
-		var a net.Addr
-		var err error
-		if strings.HasPrefix(c.network, "tcp") {
-			var l net.Listener
-			if l, err = net.Listen(c.network, c.addr); err == nil {
-				a = l.Addr()
-				f, err = l.(*net.TCPListener).File()
-				l.Close()
-			}
-		} else {
-			var pc net.PacketConn
-			if pc, err = net.ListenPacket(c.network, c.addr); err == nil {
-				a = pc.LocalAddr()
-				f, err = pc.(*net.UDPConn).File()
-				pc.Close()
-			}
-		}
-		if err != nil {
-			if strings.HasSuffix(c.name, "6") {
-				t.Logf("no IPv6 loopback (%v): IPv4 only", err)
-				continue
-			}
-			skipUnlessCI(t, "loopback: %v", err)
-		}
-		t.Cleanup(func() { f.Close() })
-		names = append(names, c.name)
-		addrs = append(addrs, addrPortOf(a))
-		files = append(files, f)
-	}
-	return names, addrs, files
-}
-
-// actCheckEcho sends a message to every address and waits for it back.
-func actCheckEcho(t *testing.T, names []string, addrs []netip.AddrPort) {
-	t.Helper()
-	for i, a := range addrs {
-		msg := []byte("hello " + names[i])
-		network := names[i][:3]
-		c, err := net.DialTimeout(network, a.String(), 5*time.Second)
-		if err != nil {
-			t.Fatalf("%s %v: %v", names[i], a, err)
-		}
-		got := make([]byte, 64)
-		var n int
-		for try := 0; try < 5; try++ {
-			if _, err = c.Write(msg); err != nil {
-				break
-			}
-			c.SetReadDeadline(time.Now().Add(2 * time.Second))
-			if n, err = c.Read(got); err == nil || network == "tcp" {
-				break
-			}
-		}
-		c.Close()
-		if err != nil || !bytes.Equal(got[:n], msg) {
-			t.Fatalf("%s %v: echo %q, %v; want %q", names[i], a, got[:n], err, msg)
-		}
-	}
-}
-
-// TestActivationAdopt adopts sockets in the same process: they are served
-// with the daemon's callback and found by Lookup, Listeners and Stats.
-func TestActivationAdopt(t *testing.T) {
-	names, addrs, files := actSockets(t)
-	socks := make([]ActivatedSocket, len(files))
-	for i, f := range files {
-		socks[i] = ActivatedSocket{Name: names[i], FD: int(f.Fd()), File: f}
-	}
-	d := &Daemon{PipeConfig: PipeConfig{OnMsg: echoCB}}
-	defer d.Close()
-	ps, err := d.Adopt(context.Background(), socks)
+	rc, err := f.SyscallConn()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ps) != len(socks) || d.Len() != len(socks) || len(d.Listeners()) != len(socks) || d.Stats().Listeners != len(socks) {
-		t.Fatalf("%d pipes, Len %d, Stats %+v; want %d", len(ps), d.Len(), d.Stats(), len(socks))
-	}
-	for i, p := range ps {
-		proto := TCP
-		if strings.HasPrefix(names[i], "udp") {
-			proto = UDP
-		}
-		a := addrs[i]
-		if p.Proto() != proto || p.LocalAddr() != a || !p.IsServer() || p.Family() != FamilyOf(a.Addr()) {
-			t.Errorf("%s: pipe %v %v", names[i], p.Proto(), p.LocalAddr())
-		}
-		if got := d.Lookup(FamilyOf(a.Addr()), proto, a.Port(), a.Addr()); got != p {
-			t.Errorf("%s: Lookup = %v", names[i], got)
-		}
-		if f := socks[i].File; f.Fd() != ^uintptr(0) {
-			t.Errorf("%s: File not closed", names[i])
-		}
-	}
-	actCheckEcho(t, names, addrs)
-
-	// A callback set later reaches adopted listeners too.
-	var mu sync.Mutex
-	seen := 0
-	d.SetOnMsg(MsgCallbackFunc(func(msg []byte, from Peer, p *Pipe) {
-		mu.Lock()
-		seen++
-		mu.Unlock()
-		p.Send(msg, from)
-	}))
-	actCheckEcho(t, names, addrs)
-	mu.Lock()
-	if seen != len(addrs) {
-		t.Errorf("SetOnMsg: new callback saw %d messages, want %d", seen, len(addrs))
-	}
-	mu.Unlock()
-
-	// A listener closed by its owner leaves the daemon.
-	ps[0].Close()
-	<-ps[0].Done() // Close does not wait
-	if d.Len() != len(ps)-1 {
-		t.Errorf("after closing one: Len %d", d.Len())
-	}
-	if err := d.Shutdown(context.Background()); err != nil {
+	fd := -1
+	if err := rc.Control(func(u uintptr) { fd = int(u) }); err != nil {
 		t.Fatal(err)
 	}
-	if d.Len() != 0 {
-		t.Fatal("listeners left after Shutdown")
-	}
-}
-
-// TestActivationAdoptAllOrNothing: a socket the daemon cannot serve, or one
-// that conflicts with a listener it has, fails the call, and every socket
-// passed is closed (the ports are free again).
-func TestActivationAdoptAllOrNothing(t *testing.T) {
-	names, addrs, files := actSockets(t)
-	socks := make([]ActivatedSocket, len(files))
-	for i, f := range files {
-		socks[i] = ActivatedSocket{Name: names[i], FD: int(f.Fd()), File: f}
-	}
-	// A Unix socket among them.
-	ul, err := net.Listen("unix", filepath.Join(t.TempDir(), "s"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	uf, err := ul.(*net.UnixListener).File()
-	ul.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	socks = append(socks, ActivatedSocket{Name: "unix", FD: int(uf.Fd()), File: uf})
-
-	d := &Daemon{PipeConfig: PipeConfig{OnMsg: echoCB}}
-	defer d.Close()
-	ps, err := d.Adopt(context.Background(), socks)
-	var se *ActivatedSocketError
-	if ps != nil || !errors.Is(err, ErrSocketUnsupported) || !errors.As(err, &se) || se.Name != "unix" || !strings.Contains(se.Kind, "unix") {
-		t.Fatalf("Adopt = %v, %v", ps, err)
-	}
-	t.Log(err)
-	if d.Len() != 0 {
-		t.Fatalf("%d listeners after a failed Adopt", d.Len())
-	}
-	for _, s := range socks {
-		if s.File.Fd() != ^uintptr(0) {
-			t.Errorf("%s: File not closed", s.Name)
-		}
-	}
-	actCheckFree(t, names, addrs)
-
-	// The daemon already listens on the address: ErrAddrInUse, nothing adopted.
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	lf2, _ := l.(*net.TCPListener).File()
-	lf3, _ := l.(*net.TCPListener).File()
-	l.Close()
-	if _, err := d.Adopt(context.Background(), []ActivatedSocket{{Name: "a", FD: 3, File: lf2}}); err != nil {
-		t.Fatal(err)
-	}
-	_, err = d.Adopt(context.Background(), []ActivatedSocket{{Name: "b", FD: 4, File: lf3}})
-	if !errors.Is(err, ErrAddrInUse) || !errors.As(err, &se) || se.Name != "b" || d.Len() != 1 {
-		t.Fatalf("second Adopt of one address: %v (Len %d)", err, d.Len())
-	}
-	// MaxListeners applies.
-	d.MaxListeners = 1
-	_, addrs2, files2 := actSockets(t)
-	_, err = d.Adopt(context.Background(), []ActivatedSocket{{Name: "c", FD: 5, File: files2[0]}})
-	var le *LimitError
-	if !errors.As(err, &le) || d.Len() != 1 {
-		t.Fatalf("over MaxListeners: %v", err)
-	}
-	actCheckFree(t, []string{"tcp4"}, addrs2[:1])
-	d.Close()
-	if _, err := d.Adopt(context.Background(), []ActivatedSocket{{Name: "d", FD: 6, File: files2[1]}}); !errors.Is(err, ErrDaemonClosed) {
-		t.Fatalf("Adopt after Close: %v", err)
-	}
-	if files2[1].Fd() != ^uintptr(0) {
-		t.Fatal("Adopt after Close left its File open")
-	}
-}
-
-// actCheckFree checks that nothing holds the sockets any more: TCP connections
-// are refused, and the UDP port can be bound again.
-func actCheckFree(t *testing.T, names []string, addrs []netip.AddrPort) {
-	t.Helper()
-	for i, a := range addrs {
-		if strings.HasPrefix(names[i], "tcp") {
-			if c, err := net.DialTimeout("tcp", a.String(), 2*time.Second); err == nil {
-				c.Close()
-				t.Errorf("%s %v still accepts connections", names[i], a)
-			}
-			continue
-		}
-		pc, err := net.ListenPacket("udp", a.String())
-		if err != nil {
-			t.Errorf("%s %v still bound: %v", names[i], a, err)
-			continue
-		}
-		pc.Close()
-	}
+	return fd
 }
 
 // actChildEnv is the variable that makes TestActivationChild run, and says
@@ -473,7 +260,7 @@ func actReadNotify(t *testing.T, c *net.UnixConn, d time.Duration) string {
 // says READY=1, and echoes over TCP and UDP until SIGTERM, when it says
 // STOPPING=1 and exits 0.
 func TestActivationSystemd(t *testing.T) {
-	names, addrs, files := actSockets(t)
+	names, addrs, files := socktest.Loopback(t)
 	nc, npath := actNotifySocket(t)
 	cmd, _ := actStartChild(t, "serve", true, files, "LISTEN_FDNAMES="+strings.Join(names, ":"), "NOTIFY_SOCKET="+npath)
 
@@ -482,7 +269,7 @@ func TestActivationSystemd(t *testing.T) {
 		t.Fatalf("first notification %q", msg)
 	}
 	t.Logf("child says %q", msg)
-	actCheckEcho(t, names, addrs)
+	socktest.CheckEcho(t, names, addrs)
 
 	if err := cmd.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -493,15 +280,15 @@ func TestActivationSystemd(t *testing.T) {
 	if err := actWaitChild(t, cmd, 30*time.Second); err != nil {
 		t.Fatalf("child: %v", err)
 	}
-	actCheckFree(t, names, addrs)
+	socktest.CheckFree(t, names, addrs)
 }
 
 // TestActivationSystemdBad passes a TCP listener and a UDP socket together
 // with a Unix socket, a connected TCP socket (as Accept=yes would) and a
-// pipe: the child's ListenActivated fails, naming the three, and closes
+// pipe: the child's Listen fails, naming the three, and closes
 // everything.
 func TestActivationSystemdBad(t *testing.T) {
-	names, addrs, files := actSockets(t)
+	names, addrs, files := socktest.Loopback(t)
 	names, addrs, files = names[:2], addrs[:2], files[:2]
 	ul, err := net.Listen("unix", filepath.Join(t.TempDir(), "s"))
 	if err != nil {
@@ -541,13 +328,13 @@ func TestActivationSystemdBad(t *testing.T) {
 	if err := actWaitChild(t, cmd, 60*time.Second); err != nil {
 		t.Fatalf("child: %v", err)
 	}
-	actCheckFree(t, names, addrs)
+	socktest.CheckFree(t, names, addrs)
 }
 
 // TestActivationSystemdWrongPID passes sockets with LISTEN_PID set to
 // another process's PID: the child must leave them alone.
 func TestActivationSystemdWrongPID(t *testing.T) {
-	_, _, files := actSockets(t)
+	_, _, files := socktest.Loopback(t)
 	cmd, _ := actStartChild(t, "wrongpid", false, files[:1], "LISTEN_PID="+strconv.Itoa(os.Getpid()))
 	if err := actWaitChild(t, cmd, 60*time.Second); err != nil {
 		t.Fatalf("child: %v", err)
@@ -557,7 +344,7 @@ func TestActivationSystemdWrongPID(t *testing.T) {
 // TestActivationSystemdNotOpen: LISTEN_FDS announces descriptors that are
 // not open.
 func TestActivationSystemdNotOpen(t *testing.T) {
-	_, _, files := actSockets(t)
+	_, _, files := socktest.Loopback(t)
 	cmd, _ := actStartChild(t, "notopen", true, files[:1], "LISTEN_FDS=1000")
 	if err := actWaitChild(t, cmd, 60*time.Second); err != nil {
 		t.Fatalf("child: %v", err)
@@ -584,16 +371,16 @@ func TestActivationChild(t *testing.T) {
 		actChildBad(t, n)
 	case "notopen":
 		// LISTEN_FDS says more descriptors than were passed.
-		socks, err := ActivationFiles(true)
-		var ee *ActivationEnvError
-		if socks != nil || !errors.Is(err, ErrActivationEnv) || !errors.As(err, &ee) || ee.Var != "LISTEN_FDS" {
-			t.Fatalf("ActivationFiles = %v, %v", socks, err)
+		files, err := Files(true)
+		var ee *EnvError
+		if files != nil || !errors.Is(err, ErrListenEnv) || !errors.As(err, &ee) || ee.Var != "LISTEN_FDS" {
+			t.Fatalf("Files = %v, %v", files, err)
 		}
 		t.Log(err)
 	case "wrongpid":
-		_, err := ActivationFiles(false)
-		if !errors.Is(err, ErrActivationPID) {
-			t.Fatalf("ActivationFiles: %v", err)
+		_, err := Files(false)
+		if !errors.Is(err, ErrListenPID) {
+			t.Fatalf("Files: %v", err)
 		}
 		if os.Getenv("LISTEN_FDS") == "" {
 			t.Fatal("unsetEnv false unset LISTEN_FDS")
@@ -610,7 +397,7 @@ func TestActivationChild(t *testing.T) {
 
 func actChildServe(t *testing.T, n int) {
 	wantNames := strings.Split(os.Getenv("LISTEN_FDNAMES"), ":")
-	socks, err := ActivationFiles(true)
+	files, err := Files(true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -619,37 +406,39 @@ func actChildServe(t *testing.T, n int) {
 			t.Errorf("%s still set", v)
 		}
 	}
-	if len(socks) != n {
-		t.Fatalf("%d sockets, want %d", len(socks), n)
+	if len(files) != n {
+		t.Fatalf("%d sockets, want %d", len(files), n)
 	}
-	for i, s := range socks {
-		if s.FD != 3+i || s.Name != wantNames[i] || s.File == nil {
-			t.Errorf("socket %d: %+v", i, s)
+	names := make([]string, n)
+	for i, f := range files {
+		fd := fdOf(t, f)
+		if names[i] = f.Name(); fd != 3+i || f.Name() != wantNames[i] {
+			t.Errorf("socket %d: descriptor %d, name %q", i, fd, f.Name())
 		}
-		flags, err := unix.FcntlInt(uintptr(s.FD), unix.F_GETFD, 0)
+		flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
 		if err != nil || flags&unix.FD_CLOEXEC == 0 {
 			t.Errorf("socket %d: not close-on-exec: %#x, %v", i, flags, err)
 		}
 	}
-	if _, err := ActivationFiles(true); !errors.Is(err, ErrNoActivation) {
-		t.Errorf("second ActivationFiles: %v", err)
+	if _, err := Files(true); !errors.Is(err, ErrNoActivation) {
+		t.Errorf("second Files: %v", err)
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
-	d := &Daemon{PipeConfig: PipeConfig{OnMsg: echoCB}}
+	d := &p2pd.Daemon{PipeConfig: p2pd.PipeConfig{OnMsg: echoCB}}
 	defer d.Close()
-	ps, err := d.Adopt(ctx, socks)
+	ps, err := d.Adopt(ctx, files)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i, p := range ps {
-		if want := strings.ToUpper(socks[i].Name[:3]); p.Proto().String() != want {
-			t.Errorf("%s: adopted as %v", socks[i].Name, p.Proto())
+		if want := strings.ToUpper(names[i][:3]); p.Proto().String() != want {
+			t.Errorf("%s: adopted as %v", names[i], p.Proto())
 		}
 		a := p.LocalAddr()
-		if d.Lookup(FamilyOf(a.Addr()), p.Proto(), a.Port(), a.Addr()) != p {
-			t.Errorf("%s: Lookup(%v) does not find it", socks[i].Name, a)
+		if d.Lookup(p2pd.FamilyOf(a.Addr()), p.Proto(), a.Port(), a.Addr()) != p {
+			t.Errorf("%s: Lookup(%v) does not find it", names[i], a)
 		}
 	}
 	if t.Failed() {
@@ -670,21 +459,21 @@ func actChildServe(t *testing.T, n int) {
 }
 
 func actChildBad(t *testing.T, n int) {
-	d := &Daemon{PipeConfig: PipeConfig{OnMsg: echoCB}}
+	d := &p2pd.Daemon{PipeConfig: p2pd.PipeConfig{OnMsg: echoCB}}
 	defer d.Close()
-	ps, err := d.ListenActivated(context.Background())
+	ps, err := Listen(context.Background(), d)
 	if ps != nil || err == nil {
-		t.Fatalf("ListenActivated = %v, %v", ps, err)
+		t.Fatalf("Listen = %v, %v", ps, err)
 	}
 	t.Log(err)
-	if !errors.Is(err, ErrSocketUnsupported) {
-		t.Errorf("not ErrSocketUnsupported: %v", err)
+	if !errors.Is(err, p2pd.ErrSocketUnsupported) {
+		t.Errorf("not p2pd.ErrSocketUnsupported: %v", err)
 	}
 	var bad []string
 	for _, e := range err.(interface{ Unwrap() error }).Unwrap().(interface{ Unwrap() []error }).Unwrap() {
-		var se *ActivatedSocketError
+		var se *p2pd.AdoptError
 		if !errors.As(e, &se) {
-			t.Errorf("not an *ActivatedSocketError: %v", e)
+			t.Errorf("not an *p2pd.AdoptError: %v", e)
 			continue
 		}
 		bad = append(bad, fmt.Sprintf("%d:%s", se.FD, se.Name))
@@ -707,8 +496,10 @@ func actChildBad(t *testing.T, n int) {
 	for _, a := range addrs {
 		aps = append(aps, netip.MustParseAddrPort(a))
 	}
-	actCheckFree(t, []string{"tcp4", "udp4"}, aps)
-	if _, err := d.ListenActivated(context.Background()); !errors.Is(err, ErrNoActivation) {
-		t.Errorf("second ListenActivated: %v", err)
+	socktest.CheckFree(t, []string{"tcp4", "udp4"}, aps)
+	if _, err := Listen(context.Background(), d); !errors.Is(err, ErrNoActivation) {
+		t.Errorf("second Listen: %v", err)
 	}
 }
+
+var echoCB = p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) { p.Send(msg, from) })
