@@ -49,6 +49,7 @@ type Pipe struct {
 	cb    atomic.Pointer[cbBox]
 	subs  atomic.Pointer[[]*Sub]
 	links atomic.Pointer[[]*Pipe]
+	taps  atomic.Pointer[[]*tap] // see Intercept
 
 	closed   atomic.Bool
 	draining atomic.Bool
@@ -390,6 +391,9 @@ func (p *Pipe) up() {
 // dispatch hands one received message to subscriptions, linked pipes and
 // the callback. It allocates nothing unless a subscription matches.
 func (p *Pipe) dispatch(msg []byte, from Peer) {
+	if t := p.taps.Load(); t != nil && p.intercepted(*t, msg, from) {
+		return
+	}
 	if s := p.subs.Load(); s != nil {
 		deliverSubs(*s, msg, from, p)
 	}

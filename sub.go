@@ -155,3 +155,69 @@ func deliverSubs(subs []*Sub, msg []byte, from Peer, p *Pipe) {
 		}
 	}
 }
+
+// tap is one Intercept function.
+type tap struct {
+	fn func(msg []byte, from Peer) bool
+}
+
+// Intercept makes fn see each message p receives before its
+// subscriptions, links and callback do; when fn returns true the message
+// is taken and goes no further. It is for a protocol that shares a socket
+// with the user's messages: a STUN client on a UDP listener takes the
+// answers to its own requests (see package github.com/p2pd/p2pd/reach).
+// fn runs on the pipe's reader, so it must not block; msg is valid only
+// until it returns. Intercept on a TCP server pipe sees no messages (its
+// connections have their own pipes). remove takes fn away; it may be
+// called more than once.
+func (p *Pipe) Intercept(fn func(msg []byte, from Peer) bool) (remove func(), err error) {
+	if fn == nil {
+		return nil, errorf("p2pd: intercept: %w: nil func", ErrInvalid)
+	}
+	t := &tap{fn: fn}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed.Load() {
+		return nil, errorf("p2pd: intercept: %w", ErrPipeClosed)
+	}
+	var list []*tap
+	if old := p.taps.Load(); old != nil {
+		list = slices.Clone(*old)
+	}
+	list = append(list, t)
+	p.taps.Store(&list)
+	return func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		old := p.taps.Load()
+		if old == nil {
+			return
+		}
+		list := slices.DeleteFunc(slices.Clone(*old), func(x *tap) bool { return x == t })
+		if len(list) == 0 {
+			p.taps.Store(nil)
+			return
+		}
+		p.taps.Store(&list)
+	}, nil
+}
+
+// intercepted runs the taps; a panicking one takes nothing.
+func (p *Pipe) intercepted(taps []*tap, msg []byte, from Peer) bool {
+	for _, t := range taps {
+		if p.runTap(t, msg, from) {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *Pipe) runTap(t *tap, msg []byte, from Peer) (taken bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			p.logPanic("Intercept", r)
+			taken = false
+		}
+	}()
+	return t.fn(msg, from)
+}

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/p2pd/p2pd/internal/netns"
 	"github.com/p2pd/p2pd/internal/rtnl"
 )
 
@@ -88,7 +89,7 @@ func (e Event) String() string {
 type addrWatcher struct {
 	d        *Daemon
 	interval time.Duration
-	ns       *netns
+	ns       *netns.NS
 	stop     chan struct{}
 	stopOnce sync.Once
 	done     chan struct{}
@@ -101,7 +102,7 @@ type addrWatcher struct {
 func startWatch(d *Daemon, interval time.Duration) *addrWatcher {
 	w := &addrWatcher{d: d, interval: interval, stop: make(chan struct{}), done: make(chan struct{}),
 		failed: make(map[*Pipe]error)}
-	ns, err := currentNetns()
+	ns, err := netns.Current()
 	if err != nil {
 		d.logger().Warn("p2pd: not watching listener addresses", "err", err)
 		close(w.done)
@@ -122,13 +123,13 @@ func (w *addrWatcher) close() {
 
 func (w *addrWatcher) run() {
 	defer w.d.own.done()
-	defer w.ns.close()
+	defer w.ns.Close()
 	defer close(w.done)
-	if w.ns.isForeign() {
+	if w.ns.Foreign() {
 		// The thread enters the listeners' namespace for good: locked to
 		// this goroutine, it exits with it and is never reused.
 		runtime.LockOSThread()
-		if err := w.ns.enter(); err != nil {
+		if err := w.ns.Enter(); err != nil {
 			w.d.logger().Warn("p2pd: not watching listener addresses", "err", err)
 			return
 		}

@@ -162,7 +162,7 @@ func (r *Resolver) lookup(ctx context.Context, batch []netip.Addr) []stunEntry {
 	for _, jb := range jobs {
 		c := conns[jb.nic][jb.srv]
 		wg.Go(func() {
-			m, _, err := r.transact(ctx, c, netip.AddrPort{}, nil, func(netip.AddrPort) bool { return true })
+			m, _, err := r.socketTransact(ctx, c, netip.AddrPort{}, nil, func(netip.AddrPort) bool { return true })
 			res := result{job: jb, err: err}
 			if err == nil {
 				res.mapped, res.err = mappedAddr(m)
@@ -254,28 +254,70 @@ func (r *Resolver) lookup(ctx context.Context, batch []netip.Addr) []stunEntry {
 	return out
 }
 
-// transact sends a Binding request (with extra attributes from add) over c
-// and retransmits it (RTO doubling, Retries times) until a response with its
-// transaction ID arrives from an address accepted by from, ctx ends, or the
-// last wait runs out. With to invalid, c must be connected.
-func (r *Resolver) transact(ctx context.Context, c *net.UDPConn, to netip.AddrPort, add func(*pion.Message), from func(netip.AddrPort) bool) (*pion.Message, netip.AddrPort, error) {
+// transport carries the datagrams of one transaction: a socket of its
+// own (socketTransport), or a listener's pipe (pipeTransport, probe.go).
+type transport interface {
+	send(raw []byte) error
+	// recv returns the next datagram that may be the answer, or an error
+	// satisfying stunIsTimeout at until. The datagram is the caller's.
+	recv(until time.Time) ([]byte, netip.AddrPort, error)
+}
+
+// socketTransport is a socket made for the transaction, sending to to
+// (invalid: the socket is connected).
+type socketTransport struct {
+	ctx context.Context // its end ends a blocking read (socketTransact)
+	c   *net.UDPConn
+	to  netip.AddrPort
+	buf []byte
+}
+
+func (t *socketTransport) send(raw []byte) error {
+	var err error
+	if t.to.IsValid() {
+		_, err = t.c.WriteToUDPAddrPort(raw, t.to)
+	} else {
+		_, err = t.c.Write(raw)
+	}
+	return err
+}
+
+func (t *socketTransport) recv(until time.Time) ([]byte, netip.AddrPort, error) {
+	if t.buf == nil {
+		t.buf = make([]byte, 1500)
+	}
+	t.c.SetReadDeadline(until)
+	if err := t.ctx.Err(); err != nil {
+		return nil, netip.AddrPort{}, err // ctx's AfterFunc may have run before SetReadDeadline
+	}
+	n, src, err := t.c.ReadFromUDPAddrPort(t.buf)
+	if err != nil {
+		return nil, netip.AddrPort{}, err
+	}
+	return append([]byte(nil), t.buf[:n]...), src, nil
+}
+
+// newBinding builds a Binding request, with extra attributes from add.
+func newBinding(add func(*pion.Message)) (*pion.Message, error) {
 	req := pion.New()
 	req.SetType(pion.BindingRequest)
 	if err := req.NewTransactionID(); err != nil {
-		return nil, netip.AddrPort{}, err
+		return nil, err
 	}
 	req.WriteHeader()
 	if add != nil {
 		add(req)
 	}
 	if err := pion.Fingerprint.AddTo(req); err != nil {
-		return nil, netip.AddrPort{}, err
+		return nil, err
 	}
-	// End blocking reads when ctx ends.
-	stop := context.AfterFunc(ctx, func() { c.SetReadDeadline(time.Unix(1, 0)) })
-	defer stop()
+	return req, nil
+}
 
-	buf := make([]byte, 1500)
+// transact sends req over t and retransmits it (RTO doubling, Retries
+// times) until a response with its transaction ID arrives from an address
+// accepted by from, ctx ends, or the last wait runs out.
+func (r *Resolver) transact(ctx context.Context, t transport, req *pion.Message, from func(netip.AddrPort) bool) (*pion.Message, netip.AddrPort, error) {
 	rto := r.rto()
 	sends := r.retries() + 1
 	deadline, hasDeadline := ctx.Deadline()
@@ -283,13 +325,7 @@ func (r *Resolver) transact(ctx context.Context, c *net.UDPConn, to netip.AddrPo
 		if hasDeadline && !time.Now().Before(deadline) {
 			break
 		}
-		var err error
-		if to.IsValid() {
-			_, err = c.WriteToUDPAddrPort(req.Raw, to)
-		} else {
-			_, err = c.Write(req.Raw)
-		}
-		if err != nil {
+		if err := t.send(req.Raw); err != nil {
 			return nil, netip.AddrPort{}, unwrapNetErr(err)
 		}
 		wait := rto << n
@@ -300,23 +336,19 @@ func (r *Resolver) transact(ctx context.Context, c *net.UDPConn, to netip.AddrPo
 		if hasDeadline && deadline.Before(until) {
 			until = deadline
 		}
-		c.SetReadDeadline(until)
-		if ctx.Err() != nil {
-			break // the AfterFunc may have run before SetReadDeadline
-		}
-		for {
-			nr, src, err := c.ReadFromUDPAddrPort(buf)
+		for ctx.Err() == nil {
+			b, src, err := t.recv(until)
 			if err != nil {
 				if stunIsTimeout(err) {
 					break
 				}
 				return nil, netip.AddrPort{}, unwrapNetErr(err)
 			}
-			if !pion.IsMessage(buf[:nr]) || !from(stunUnmap(src)) {
+			if !pion.IsMessage(b) || !from(stunUnmap(src)) {
 				continue
 			}
 			m := pion.New()
-			if err := pion.Decode(append([]byte(nil), buf[:nr]...), m); err != nil {
+			if err := pion.Decode(b, m); err != nil {
 				continue
 			}
 			if m.TransactionID != req.TransactionID || m.Type.Method != pion.MethodBinding {
@@ -338,6 +370,18 @@ func (r *Resolver) transact(ctx context.Context, c *net.UDPConn, to netip.AddrPo
 		return nil, netip.AddrPort{}, err
 	}
 	return nil, netip.AddrPort{}, ErrTimeout
+}
+
+// socketTransact is transact over c, a socket of the transaction's own
+// whose blocking reads end when ctx does.
+func (r *Resolver) socketTransact(ctx context.Context, c *net.UDPConn, to netip.AddrPort, add func(*pion.Message), from func(netip.AddrPort) bool) (*pion.Message, netip.AddrPort, error) {
+	req, err := newBinding(add)
+	if err != nil {
+		return nil, netip.AddrPort{}, err
+	}
+	stop := context.AfterFunc(ctx, func() { c.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	return r.transact(ctx, &socketTransport{ctx: ctx, c: c, to: to}, req, from)
 }
 
 // mappedAddr reads XOR-MAPPED-ADDRESS, or MAPPED-ADDRESS from old servers.

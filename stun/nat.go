@@ -126,7 +126,7 @@ func (r *Resolver) ClassifyNAT(ctx context.Context, nic netip.Addr, server strin
 		if change != 0 {
 			add = func(m *pion.Message) { m.Add(pion.AttrChangeRequest, []byte{0, 0, 0, change}) }
 		}
-		m, _, err := r.transact(tctx, c, to, add, func(src netip.AddrPort) bool { return src == from })
+		m, _, err := r.socketTransact(tctx, c, to, add, func(src netip.AddrPort) bool { return src == from })
 		if err != nil && ctx.Err() != nil {
 			return nil, ctx.Err()
 		}

@@ -32,3 +32,21 @@ func TestErrorf(t *testing.T) {
 		t.Errorf("Trim(nil) = %q", got)
 	}
 }
+
+func TestErrorfLabel(t *testing.T) {
+	inner := errors.New("p2pd: reach: gateway does not answer")
+	err := Errorf("p2pd: reach: no mapping from %v: %w", "10.0.0.1", Errorf("p2pd: reach: pcp: %w", inner))
+	if got, want := err.Error(), "p2pd: reach: no mapping from 10.0.0.1: pcp: gateway does not answer"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if !errors.Is(err, inner) {
+		t.Error("lost the inner error")
+	}
+	other := Errorf("p2pd: stun: probe: %w", errors.New("p2pd: reach: x"))
+	if got, want := other.Error(), "p2pd: stun: probe: reach: x"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if got, want := TrimIn("reach", inner), "gateway does not answer"; got != want {
+		t.Errorf("TrimIn = %q, want %q", got, want)
+	}
+}

@@ -1,4 +1,8 @@
-package p2pd
+// Package netns holds on to the network namespace of the thread that
+// asked, so that a goroutine started later can do its I/O there (a caller
+// that entered a namespace with its thread locked expects a daemon's
+// background work to happen in it too).
+package netns
 
 import (
 	"os"
@@ -6,8 +10,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// netns is a handle on the network namespace of the thread that made it.
-type netns struct {
+// NS is a handle on the network namespace of the thread that made it.
+type NS struct {
 	fd      int
 	foreign bool // not the process's own namespace
 }
@@ -24,7 +28,8 @@ func statNetns() (unix.Stat_t, error) {
 	return st, err
 }
 
-func currentNetns() (*netns, error) {
+// Current returns the calling thread's namespace.
+func Current() (*NS, error) {
 	if processNetnsErr != nil {
 		return nil, os.NewSyscallError("stat netns", processNetnsErr)
 	}
@@ -37,17 +42,19 @@ func currentNetns() (*netns, error) {
 		unix.Close(fd)
 		return nil, os.NewSyscallError("fstat netns", err)
 	}
-	return &netns{fd: fd, foreign: mine.Ino != processNetns.Ino || mine.Dev != processNetns.Dev}, nil
+	return &NS{fd: fd, foreign: mine.Ino != processNetns.Ino || mine.Dev != processNetns.Dev}, nil
 }
 
-func (n *netns) isForeign() bool { return n != nil && n.foreign }
+// Foreign reports whether n is not the process's own namespace.
+func (n *NS) Foreign() bool { return n != nil && n.foreign }
 
-// enter moves the calling thread (locked by the caller) into n.
-func (n *netns) enter() error {
+// Enter moves the calling thread (locked by the caller) into n.
+func (n *NS) Enter() error {
 	return os.NewSyscallError("setns", unix.Setns(n.fd, unix.CLONE_NEWNET))
 }
 
-func (n *netns) close() {
+// Close releases n.
+func (n *NS) Close() {
 	if n != nil && n.fd >= 0 {
 		unix.Close(n.fd)
 		n.fd = -1
