@@ -1,7 +1,8 @@
 // Package reach makes a Daemon's listeners reachable from outside a home
 // router, and says how: a [Mapper] asks the default gateway to map each
-// listener's port, with PCP (RFC 6887), NAT-PMP (RFC 6886) or UPnP IGD
-// (v1 and v2, found by SSDP on the LAN interface only), renews the leases,
+// IPv4 listener's port, and to open a pinhole in its firewall for each
+// IPv6 one, with PCP (RFC 6887), NAT-PMP (RFC 6886, IPv4) or UPnP IGD (v1
+// and v2, found by SSDP on the LAN interface only), renews the leases,
 // maps them again when the gateway restarts and forgets them, and deletes
 // them when the listener goes or the Mapper closes. With STUN servers it
 // also learns each UDP listener's own NAT mapping through the listener's

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -86,6 +87,20 @@ var (
 	gateSTUNIP = []netip.Addr{netip.MustParseAddr("203.0.113.3"), netip.MustParseAddr("203.0.113.4")}
 )
 
+// gateOpt changes a gateNet.
+type gateOpt int
+
+// gateIPv6 adds IPv6 without NAT: a routed LAN prefix behind the router's
+// firewall (policy drop for new connections from the WAN), and miniupnpd
+// with IPv6 on (pinholes through PCP and WANIPv6FirewallControl).
+const gateIPv6 gateOpt = 1
+
+var (
+	gateLAN6 = netip.MustParseAddr("2001:db8:88:1::2")
+	gateGW6  = netip.MustParseAddr("2001:db8:88:1::1")
+	gateWAN6 = netip.MustParseAddr("2001:db8:113::2")
+)
+
 const (
 	gateSTUNPort   = 3478 // coturn; its RFC 5780 alternate port is 3479
 	gatePMPPort    = 5351 // NAT-PMP and PCP
@@ -98,6 +113,8 @@ const (
 type gateNet struct {
 	lan, router, wan          *testnet.Host
 	lanIP, gwIP, pubIP, wanIP netip.Addr     // 10.88.1.2, 10.88.1.1, 203.0.113.1, 203.0.113.2
+	v6                        bool           // gateIPv6: the addresses below, and miniupnpd with IPv6
+	lan6, gw6, wan6           netip.Addr     // 2001:db8:88:1::2, 2001:db8:88:1::1 (router, LAN side), 2001:db8:113::2
 	stun                      netip.AddrPort // coturn, 203.0.113.3:3478 (also 203.0.113.4, ports 3478 and 3479)
 	mode                      gateMode
 
@@ -115,7 +132,7 @@ type gateNet struct {
 // newGateNet builds the topology, starts coturn and (unless gateNone)
 // miniupnpd, and returns when miniupnpd answers its protocols' real
 // clients. t.Cleanup stops every process and removes the namespaces.
-func newGateNet(t *testing.T, mode gateMode) *gateNet {
+func newGateNet(t *testing.T, mode gateMode, opts ...gateOpt) *gateNet {
 	t.Helper()
 	testnet.Require(t)
 	for _, tool := range []string{"nft", "conntrack", "turnserver", "miniupnpd", "upnpc", "natpmpc"} {
@@ -129,6 +146,7 @@ func newGateNet(t *testing.T, mode gateMode) *gateNet {
 		stun: netip.AddrPortFrom(gateSTUNIP[0], gateSTUNPort),
 		mode: mode,
 		dir:  t.TempDir(),
+		v6:   slices.Contains(opts, gateIPv6),
 	}
 	g.conf = filepath.Join(g.dir, "miniupnpd.conf")
 	g.pidFile = filepath.Join(g.dir, "miniupnpd.pid")
@@ -137,13 +155,27 @@ func newGateNet(t *testing.T, mode gateMode) *gateNet {
 	t.Cleanup(func() { g.cleanup(t) })
 
 	g.lan, g.router, g.wan = n.AddHost("lan"), n.AddHost("router"), n.AddHost("wan")
-	n.Link(g.lan, testnet.IfConfig{Name: "lan0", NoIPv6: true, Addrs: []string{"10.88.1.2/24"}},
-		g.router, testnet.IfConfig{Name: "lan0", NoIPv6: true, Addrs: []string{"10.88.1.1/24"}})
-	n.Link(g.router, testnet.IfConfig{Name: "wan0", NoIPv6: true, Addrs: []string{"203.0.113.1/24"}},
-		g.wan, testnet.IfConfig{Name: "wan0", NoIPv6: true,
-			Addrs: []string{"203.0.113.2/24", "203.0.113.3/24", "203.0.113.4/24"}})
+	noV6 := !g.v6
+	lanHost, lanGW, wanGW := []string{"10.88.1.2/24"}, []string{"10.88.1.1/24"}, []string{"203.0.113.1/24"}
+	wanHost := []string{"203.0.113.2/24", "203.0.113.3/24", "203.0.113.4/24"}
+	if g.v6 {
+		// A routed prefix for the LAN, no NAT66: the router's firewall is
+		// what a pinhole opens.
+		g.lan6, g.gw6, g.wan6 = gateLAN6, gateGW6, gateWAN6
+		lanHost, lanGW = append(lanHost, "2001:db8:88:1::2/64"), append(lanGW, "2001:db8:88:1::1/64")
+		wanGW, wanHost = append(wanGW, "2001:db8:113::1/64"), append(wanHost, "2001:db8:113::2/64")
+	}
+	n.Link(g.lan, testnet.IfConfig{Name: "lan0", NoIPv6: noV6, Addrs: lanHost},
+		g.router, testnet.IfConfig{Name: "lan0", NoIPv6: noV6, Addrs: lanGW})
+	n.Link(g.router, testnet.IfConfig{Name: "wan0", NoIPv6: noV6, Addrs: wanGW},
+		g.wan, testnet.IfConfig{Name: "wan0", NoIPv6: noV6, Addrs: wanHost})
 	g.lan.IP(t, "route", "add", "default", "via", g.gwIP.String())
 	g.router.Sysctl(t, "net.ipv4.ip_forward", "1")
+	if g.v6 {
+		g.lan.IP(t, "-6", "route", "add", "default", "via", g.gw6.String())
+		g.wan.IP(t, "-6", "route", "add", "2001:db8:88:1::/64", "via", "2001:db8:113::1")
+		g.router.Sysctl(t, "net.ipv6.conf.all.forwarding", "1")
+	}
 	g.setupNFT(t)
 	g.startCoturn(t)
 	if mode == gateNone {
@@ -320,7 +352,7 @@ http_port=0
 enable_upnp=%s
 enable_natpmp=%s
 force_igd_desc_v1=no
-ipv6_disable=yes
+ipv6_disable=%s
 secure_mode=yes
 system_uptime=no
 clean_ruleset_interval=0
@@ -337,7 +369,7 @@ upnp_nat_chain=prerouting_miniupnpd
 upnp_nat_postrouting_chain=postrouting_miniupnpd
 allow 1024-65535 10.88.1.0/24 1024-65535
 deny 0-65535 0.0.0.0/0 0-65535
-`, yn(g.mode.upnp()), yn(g.mode.natpmp() || g.mode.pcp()),
+`, yn(g.mode.upnp()), yn(g.mode.natpmp() || g.mode.pcp()), yn(!g.v6),
 		u[0:4], u[4:6], u[6:8], u[8:10], u[10:16], g.stun.Addr(), g.stun.Port())
 	if err := os.WriteFile(g.conf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)

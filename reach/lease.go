@@ -11,7 +11,8 @@ import (
 )
 
 // Lease is one port mapping a gateway granted: traffic to External reaches
-// Internal until Expires, unless renewed.
+// Internal until Granted+Lifetime, unless renewed. For IPv6 it is a
+// pinhole in the gateway's firewall: External is Internal.
 type Lease struct {
 	Protocol string         // "pcp", "nat-pmp" or "upnp"
 	Proto    p2pd.Proto     // TCP or UDP
@@ -25,6 +26,11 @@ type Lease struct {
 	Epoch uint32
 
 	nonce [12]byte // PCP: the mapping nonce, reused to renew and delete
+
+	// UPnP IPv6: the pinhole's UniqueID (WANIPv6FirewallControl), for
+	// UpdatePinhole and DeletePinhole; pinhole says it is one.
+	pinholeID uint16
+	pinhole   bool
 }
 
 // gateway is a client of one port-mapping protocol on one gateway.

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -28,17 +29,20 @@ const (
 var defaultProtocols = []string{"pcp", "nat-pmp", "upnp"}
 
 // Config says what a Mapper asks, and of whom. The zero value maps every
-// IPv4 listener on the default gateway with whichever protocol it speaks,
-// and asks no STUN server.
+// listener on the default gateways with whichever protocol they speak (a
+// port mapping for IPv4, a pinhole in the firewall for IPv6), and asks no
+// STUN server.
 type Config struct {
-	// Gateway is the router to ask for mappings. Zero: the gateway of the
-	// IPv4 default route (Linux; elsewhere it must be set).
+	// Gateway is the router to ask for IPv4 mappings. Zero: the gateway of
+	// the IPv4 default route (Linux; elsewhere it must be set). IPv6
+	// pinholes are asked of the IPv6 default route's gateway (Linux only).
 	Gateway netip.Addr
 
 	// Protocols are the mapping protocols to try, in order, among "pcp"
 	// (RFC 6887), "nat-pmp" (RFC 6886) and "upnp" (IGD v1 and v2). The
-	// first that maps is used for every listener. Nil: all three, in that
-	// order. Empty but not nil: no port mapping (STUN only).
+	// first that maps is used for every listener of the family (NAT-PMP
+	// is IPv4 only). Nil: all three, in that order. Empty but not nil: no
+	// port mapping (STUN only).
 	Protocols []string
 
 	// Lifetime is the lease asked for each mapping. Zero: DefaultLifetime.
@@ -64,7 +68,9 @@ type Config struct {
 }
 
 // Mapper keeps the listeners of a Daemon reachable from outside: it maps
-// their ports on the gateway, renews the leases, follows the daemon's
+// their ports on the gateway (IPv4 listeners on a private or wildcard
+// address) or opens pinholes in its firewall (IPv6 listeners on a global
+// address), renews the leases, follows the daemon's
 // listeners as they come and go, and deletes the mappings on Close. It
 // learns each UDP listener's own NAT mapping with STUN where Config.STUN
 // says. Endpoints reports what it knows.
@@ -80,15 +86,25 @@ type Mapper struct {
 	states map[*p2pd.Pipe]*state // guarded by mu; the loop alone writes the states' fields under it
 
 	// The loop's own.
-	gw       gateway
-	gwIP     netip.Addr
-	lan      netip.Addr // the address the gateway sees this host at
+	v4, v6 *side
+	route  func(*Mapper) // finds both sides' gateways: findRoute
+}
+
+// side is the Mapper's view of one family's gateway.
+type side struct {
+	family   p2pd.Family
+	gwIP     netip.Addr // with its zone, when link-local
+	lan      netip.Addr // this host's address toward it (IPv6: a global one)
 	routeErr error      // why gwIP or lan is unknown
+	chosen   string     // the protocol that maps here; "" until one has
 	pickErr  error      // why no protocol mapped, until nextPick
 	nextPick time.Time
 	epochs   map[string]epochMark
-	clients  map[string]gateway // made once per protocol
-	route    func(*Mapper)      // sets gwIP, lan, routeErr: findRoute
+	clients  map[string]gateway // by protocol and local address
+}
+
+func newSide(f p2pd.Family) *side {
+	return &side{family: f, epochs: map[string]epochMark{}, clients: map[string]gateway{}}
 }
 
 type epochMark struct {
@@ -140,7 +156,7 @@ func start(ctx context.Context, d *p2pd.Daemon, c Config, route func(*Mapper)) (
 	}
 	m := &Mapper{d: d, cfg: c, protos: protos, log: cmp.Or(d.Logger, slog.Default()),
 		done: make(chan struct{}), states: map[*p2pd.Pipe]*state{},
-		epochs: map[string]epochMark{}, clients: map[string]gateway{}}
+		v4: newSide(p2pd.IPv4), v6: newSide(p2pd.IPv6)}
 	ns, err := netns.Current()
 	if err != nil {
 		return nil, errtext.Errorf("p2pd: reach: start: %w", err)
@@ -209,6 +225,8 @@ func (m *Mapper) endpointLocked(e p2pd.Endpoint) Endpoint {
 		if l.Lifetime > 0 {
 			x.Expires = l.Granted.Add(l.Lifetime)
 		}
+		// A pinhole is the public address itself, now open: said once.
+		ep.External = slices.DeleteFunc(ep.External, func(p External) bool { return p.Addr == x.Addr })
 		ep.External = append([]External{x}, ep.External...)
 	}
 	if s.stun.IsValid() {
@@ -299,9 +317,8 @@ func (m *Mapper) visit(ctx context.Context, e p2pd.Endpoint) (lost bool) {
 	}
 	var lease *Lease
 	var leaseErr error
-	if internal, ok := m.mappable(e); ok {
-		var l Lease
-		l, err, gone := m.mapOne(ctx, e.Proto, internal, prev)
+	if sd, internal, ok := m.mappable(e); ok {
+		l, err, gone := m.mapOne(ctx, sd, e.Proto, internal, prev)
 		lost, leaseErr = gone, err
 		switch {
 		case err == nil:
@@ -354,71 +371,82 @@ func (m *Mapper) changed(ep Endpoint) {
 	f(ep)
 }
 
-// mappable says whether a listener gets a port mapping, and its internal
-// address: IPv4 TCP and UDP listeners on a private or wildcard address.
-func (m *Mapper) mappable(e p2pd.Endpoint) (netip.AddrPort, bool) {
-	if len(m.protos) == 0 || e.Family != p2pd.IPv4 || (e.Proto != p2pd.TCP && e.Proto != p2pd.UDP) {
-		return netip.AddrPort{}, false
+// mappable says whether a listener gets a port mapping, on which side, and
+// its internal address: IPv4 TCP and UDP listeners on a private or
+// wildcard address, and IPv6 ones on a global address (a pinhole).
+func (m *Mapper) mappable(e p2pd.Endpoint) (*side, netip.AddrPort, bool) {
+	if len(m.protos) == 0 || (e.Proto != p2pd.TCP && e.Proto != p2pd.UDP) {
+		return nil, netip.AddrPort{}, false
 	}
 	ip := e.Local.Addr().Unmap()
+	s := m.v4
+	if e.Family == p2pd.IPv6 {
+		s = m.v6
+	}
 	switch {
 	case ip.IsUnspecified():
-		ip = m.lan // may be invalid: mapOne says why
-	case ip.IsPrivate():
+		ip = netip.Addr{} // the side's LAN address: mapOne
+	case e.Family == p2pd.IPv4 && ip.IsPrivate():
+	case e.Family == p2pd.IPv6 && ip.IsGlobalUnicast() && !ip.IsPrivate():
+		ip = ip.WithZone("")
 	default:
-		return netip.AddrPort{}, false // public, loopback, link-local: nothing to map
+		return nil, netip.AddrPort{}, false // public IPv4, ULA, loopback, link-local: nothing to map
 	}
-	return netip.AddrPortFrom(ip, e.Local.Port()), true
+	return s, netip.AddrPortFrom(ip, e.Local.Port()), true
 }
 
-// mapOne maps (or renews) one listener with the gateway's protocol,
-// choosing it first if need be.
-func (m *Mapper) mapOne(ctx context.Context, proto p2pd.Proto, internal netip.AddrPort, prev *Lease) (Lease, error, bool) {
-	if m.routeErr != nil {
+// mapOne maps (or renews) one listener with its side's protocol, choosing
+// it first if need be.
+func (m *Mapper) mapOne(ctx context.Context, s *side, proto p2pd.Proto, internal netip.AddrPort, prev *Lease) (Lease, error, bool) {
+	if s.routeErr != nil {
 		m.route(m) // the network may have come up
 	}
-	if m.routeErr != nil {
-		return Lease{}, errtext.Errorf("%w: %w", ErrNoMapping, m.routeErr), false
+	if s.routeErr != nil {
+		return Lease{}, errtext.Errorf("%w: %w", ErrNoMapping, s.routeErr), false
 	}
 	if !internal.Addr().IsValid() {
-		internal = netip.AddrPortFrom(m.lan, internal.Port())
+		internal = netip.AddrPortFrom(s.lan, internal.Port())
 	}
-	if m.gw != nil {
-		l, err := m.try(ctx, m.gw, proto, internal, prev)
+	if s.chosen != "" {
+		l, err := m.try(ctx, s, s.chosen, proto, internal, prev)
 		if err == nil {
-			return l, nil, m.epochCheck(l)
+			return l, nil, m.epochCheck(s, l)
 		}
 		if !errors.Is(err, ErrNoGateway) {
 			return Lease{}, errtext.Errorf("%w: %w", ErrNoMapping, err), false
 		}
-		m.gw = nil // it stopped answering: choose again
+		s.chosen = "" // it stopped answering: choose again
 	}
-	if m.pickErr != nil && time.Now().Before(m.nextPick) {
-		return Lease{}, m.pickErr, false
+	if s.pickErr != nil && time.Now().Before(s.nextPick) {
+		return Lease{}, s.pickErr, false
 	}
 	var errs []error
 	for _, name := range m.protos {
-		g, err := m.client(ctx, name)
+		if name == "nat-pmp" && s.family == p2pd.IPv6 {
+			continue // NAT-PMP is IPv4 only
+		}
+		l, err := m.try(ctx, s, name, proto, internal, prev)
 		if err == nil {
-			var l Lease
-			if l, err = m.try(ctx, g, proto, internal, prev); err == nil {
-				m.gw, m.pickErr = g, nil
-				return l, nil, m.epochCheck(l)
-			}
+			s.chosen, s.pickErr = name, nil
+			return l, nil, m.epochCheck(s, l)
 		}
 		if ctx.Err() != nil {
 			return Lease{}, ctx.Err(), false
 		}
 		errs = append(errs, err)
 	}
-	m.pickErr = errtext.Errorf("%w from %v: %w", ErrNoMapping, m.gwIP, errors.Join(errs...))
-	m.nextPick = time.Now().Add(m.refresh())
-	return Lease{}, m.pickErr, false
+	s.pickErr = errtext.Errorf("%w from %v: %w", ErrNoMapping, s.gwIP, errors.Join(errs...))
+	s.nextPick = time.Now().Add(m.refresh())
+	return Lease{}, s.pickErr, false
 }
 
-// try asks g, renewing prev only when g made it.
-func (m *Mapper) try(ctx context.Context, g gateway, proto p2pd.Proto, internal netip.AddrPort, prev *Lease) (Lease, error) {
-	if prev != nil && prev.Protocol != g.Protocol() {
+// try asks the protocol's client, renewing prev only when it made it.
+func (m *Mapper) try(ctx context.Context, s *side, name string, proto p2pd.Proto, internal netip.AddrPort, prev *Lease) (Lease, error) {
+	g, err := m.client(ctx, s, name, internal.Addr())
+	if err != nil {
+		return Lease{}, err
+	}
+	if prev != nil && prev.Protocol != name {
 		prev = nil
 	}
 	want := internal.Port()
@@ -432,17 +460,17 @@ func (m *Mapper) try(ctx context.Context, g gateway, proto p2pd.Proto, internal 
 
 // epochCheck notes the gateway's epoch and reports whether it shows that
 // the gateway lost its mappings since the last answer.
-func (m *Mapper) epochCheck(l Lease) bool {
+func (m *Mapper) epochCheck(s *side, l Lease) bool {
 	if l.Protocol == "upnp" {
 		return false // no epoch: the renewal re-creates what was lost
 	}
-	mark, ok := m.epochs[l.Protocol]
-	m.epochs[l.Protocol] = epochMark{epoch: l.Epoch, at: l.Granted}
+	mark, ok := s.epochs[l.Protocol]
+	s.epochs[l.Protocol] = epochMark{epoch: l.Epoch, at: l.Granted}
 	if ok && epochLost(mark.epoch, mark.at, l.Epoch, l.Granted) {
-		m.log.Info("p2pd: reach: the gateway lost its mappings (its epoch went back): mapping again", "gateway", m.gwIP, "protocol", l.Protocol)
+		m.log.Info("p2pd: reach: the gateway lost its mappings (its epoch went back): mapping again", "gateway", s.gwIP, "protocol", l.Protocol)
 		m.mu.Lock()
-		for _, s := range m.states {
-			s.next = time.Time{}
+		for _, st := range m.states {
+			st.next = time.Time{}
 		}
 		m.mu.Unlock()
 		return true
@@ -450,35 +478,54 @@ func (m *Mapper) epochCheck(l Lease) bool {
 	return false
 }
 
-// client makes the protocol's client for the gateway, once.
-func (m *Mapper) client(ctx context.Context, name string) (gateway, error) {
-	if g := m.clients[name]; g != nil {
+// client returns the protocol's client for the side's gateway. PCP and
+// NAT-PMP map for the address a request comes from, so theirs are made per
+// local address (they keep no state); UPnP's, found over IPv4, serves both
+// sides.
+func (m *Mapper) client(ctx context.Context, s *side, name string, local netip.Addr) (gateway, error) {
+	key := name + " " + local.String()
+	if name == "upnp" {
+		s, key = m.v4, name
+	}
+	if g := s.clients[key]; g != nil {
 		return g, nil
 	}
 	var g gateway
 	switch name {
 	case "pcp":
-		g = newPCP(m.gwIP, m.lan, m.timeout())
+		g = newPCP(s.gwIP, local, m.timeout())
 	case "nat-pmp":
-		g = newPMP(m.gwIP, m.lan, m.timeout())
+		g = newPMP(s.gwIP, local, m.timeout())
 	case "upnp":
-		u, err := newUPnP(ctx, m.lan, m.timeout())
+		if s.routeErr != nil {
+			return nil, &MapError{Protocol: name, Err: fmt.Errorf("%w: %w", ErrNoGateway, s.routeErr)}
+		}
+		u, err := newUPnP(ctx, s.lan, m.timeout())
 		if err != nil {
 			return nil, err
 		}
 		g = u
 	}
-	m.clients[name] = g
+	s.clients[key] = g
 	return g, nil
 }
 
-// findRoute learns the gateway and this host's address toward it.
+// findRoute learns both families' gateways and this host's address toward
+// each.
 func (m *Mapper) findRoute() {
-	gw, index := m.cfg.Gateway.Unmap(), 0
+	m.v4.find(m.cfg.Gateway.Unmap())
+	m.v6.find(netip.Addr{})
+}
+
+// find learns the side's gateway (gw when given, else the default route's)
+// and this host's address toward it: on its subnet for IPv4, a global
+// address of the interface toward it for IPv6.
+func (s *side) find(gw netip.Addr) {
+	index := 0
 	if !gw.IsValid() {
 		var err error
-		if gw, index, err = defaultGateway(); err != nil {
-			m.routeErr = fmt.Errorf("no IPv4 default gateway: %w", err)
+		if gw, index, err = defaultGateway(s.family); err != nil {
+			s.routeErr = fmt.Errorf("no %v default gateway: %w", s.family, err)
 			return
 		}
 	}
@@ -491,30 +538,46 @@ func (m *Mapper) findRoute() {
 	if len(ifs) == 0 {
 		all, err := p2pd.Interfaces()
 		if err != nil {
-			m.routeErr = err
+			s.routeErr = err
 			return
 		}
 		ifs = all
 	}
 	for _, ifc := range ifs {
 		for _, a := range ifc.Addrs {
-			if a.Addr.Is4() && a.Usable() && a.Prefix().Masked().Contains(gw) {
-				m.gwIP, m.lan, m.routeErr = gw, a.Addr, nil
+			ip := a.Addr
+			if !a.Usable() || ip.Is4() != (s.family == p2pd.IPv4) {
+				continue
+			}
+			if s.family == p2pd.IPv4 && a.Prefix().Masked().Contains(gw) ||
+				s.family == p2pd.IPv6 && ip.IsGlobalUnicast() && !ip.IsPrivate() && a.Flags&p2pd.AddrTemporary == 0 {
+				if gw.Is6() && gw.IsLinkLocalUnicast() && gw.Zone() == "" {
+					gw = gw.WithZone(ifc.Name)
+				}
+				s.gwIP, s.lan, s.routeErr = gw, ip.WithZone(""), nil
 				return
 			}
 		}
 	}
-	m.routeErr = fmt.Errorf("no address of this host is on the subnet of gateway %v", gw)
+	s.routeErr = fmt.Errorf("no address of this host to reach gateway %v from", gw)
+}
+
+// sideOf is the side a lease was made on.
+func (m *Mapper) sideOf(l *Lease) *side {
+	if l.Internal.Addr().Is6() {
+		return m.v6
+	}
+	return m.v4
 }
 
 // unmap deletes a lease, within Timeout.
 func (m *Mapper) unmap(l *Lease) {
-	g := m.clients[l.Protocol]
-	if g == nil {
-		return
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), m.timeout())
 	defer cancel()
+	g, err := m.client(ctx, m.sideOf(l), l.Protocol, l.Internal.Addr())
+	if err != nil {
+		return
+	}
 	if err := g.Unmap(ctx, *l); err != nil {
 		m.log.Debug("p2pd: reach: delete mapping", "external", l.External, "err", err)
 	}
@@ -536,4 +599,4 @@ func (m *Mapper) unmapAll() {
 	}
 }
 
-var errNoDefault = errors.New("no IPv4 default route with a gateway")
+var errNoDefault = errors.New("no default route with a gateway")

@@ -78,9 +78,14 @@ func (f *fakeGateway) mapped() []string {
 // given protocol clients.
 func fakeRoute(gs ...*fakeGateway) func(*Mapper) {
 	return func(m *Mapper) {
-		m.gwIP, m.lan, m.routeErr = netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2"), nil
+		m.v4.gwIP, m.v4.lan, m.v4.routeErr = netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2"), nil
+		m.v6.routeErr = errNoDefault
 		for _, g := range gs {
-			m.clients[g.name] = g
+			key := g.name + " " + m.v4.lan.String()
+			if g.name == "upnp" {
+				key = g.name
+			}
+			m.v4.clients[key] = g
 		}
 	}
 }

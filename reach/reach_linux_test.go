@@ -1,12 +1,13 @@
 package reach
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"os/exec"
 	"regexp"
 	"slices"
 	"strings"
@@ -24,6 +25,12 @@ import (
 // on it from there. got receives every message the callback sees.
 func gateDaemon(t *testing.T, g *gateNet, c Config) (d *p2pd.Daemon, m *Mapper, got chan []byte, elapsed time.Duration) {
 	t.Helper()
+	return gateDaemonOn(t, g, c, g.lanIP)
+}
+
+// gateDaemonOn is gateDaemon with TCP and UDP listeners on each of ips.
+func gateDaemonOn(t *testing.T, g *gateNet, c Config, ips ...netip.Addr) (d *p2pd.Daemon, m *Mapper, got chan []byte, elapsed time.Duration) {
+	t.Helper()
 	got = make(chan []byte, 64)
 	d = &p2pd.Daemon{WatchInterval: -1, PipeConfig: p2pd.PipeConfig{Framing: p2pd.FrameLine,
 		OnMsg: p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
@@ -34,14 +41,17 @@ func gateDaemon(t *testing.T, g *gateNet, c Config) (d *p2pd.Daemon, m *Mapper, 
 			p.Send(msg, from)
 		})}}
 	t.Cleanup(func() { d.Close() })
-	r, err := (p2pd.Route{Family: p2pd.IPv4, NIC: []netip.Addr{g.lanIP}}).Bind("", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	var err error
 	g.lanDo(t, func() {
-		for _, proto := range []p2pd.Proto{p2pd.TCP, p2pd.UDP} {
-			if _, err = d.AddListener(context.Background(), proto, r); err != nil {
+		for _, ip := range ips {
+			r, berr := (p2pd.Route{Family: p2pd.FamilyOf(ip), NIC: []netip.Addr{ip}}).Bind("", 0)
+			if err = berr; err != nil {
 				return
+			}
+			for _, proto := range []p2pd.Proto{p2pd.TCP, p2pd.UDP} {
+				if _, err = d.AddListener(context.Background(), proto, r); err != nil {
+					return
+				}
 			}
 		}
 		start := time.Now()
@@ -73,32 +83,26 @@ func routerHas(t *testing.T, g *gateNet, proto p2pd.Proto, ext uint16, internal 
 	})
 }
 
-// wanEcho sends a line to addr from the WAN host and returns the echo.
+// wanEcho sends a line to addr from the WAN host with socat, a client of
+// its own, and returns what came back.
 func wanEcho(t *testing.T, g *gateNet, proto p2pd.Proto, addr netip.AddrPort) (string, error) {
 	t.Helper()
-	var reply string
-	var err error
-	g.wanDo(t, func() {
-		var c net.Conn
-		c, err = net.DialTimeout(strings.ToLower(proto.String()), addr.String(), 3*time.Second)
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(3 * time.Second))
-		if _, err = fmt.Fprint(c, "hello from the WAN\n"); err != nil {
-			return
-		}
-		if proto == p2pd.UDP {
-			buf := make([]byte, 512)
-			var n int
-			n, err = c.Read(buf)
-			reply = string(buf[:n])
-			return
-		}
-		reply, err = bufio.NewReader(c).ReadString('\n')
-	})
-	return reply, err
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	network := proto.String()
+	if addr.Addr().Is6() {
+		network += "6"
+	}
+	// -T: give up 2 s after the last data (a UDP echo has no end).
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", g.wan.NS, "socat", "-T", "2", "-", network+":"+addr.String())
+	cmd.WaitDelay = time.Second
+	cmd.Stdin = strings.NewReader("hello from the WAN\n")
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Run(); err != nil && out.Len() == 0 {
+		return "", fmt.Errorf("socat %s: %v: %s", addr, err, strings.TrimSpace(errOut.String()))
+	}
+	return out.String(), nil
 }
 
 // TestMapperGateway maps a TCP and a UDP listener through miniupnpd with
@@ -304,5 +308,81 @@ func TestMapperSTUN(t *testing.T) {
 	// the callback's.
 	if seenSTUN != 1 {
 		t.Fatalf("the callback saw %d STUN messages, want only the forged one", seenSTUN)
+	}
+}
+
+// pinholed reports whether the router's firewall lets the WAN reach
+// internal (proto): the accept rule miniupnpd adds to chain miniupnpd,
+// which matches the IPv6 header's raw bytes, e.g.
+//
+//	iif "wan0" th dport 43195 @nh,192,128 0x20010db8008800010000000000000002 @nh,48,8 0x6 accept
+func pinholed(t *testing.T, g *gateNet, proto p2pd.Proto, internal netip.AddrPort) bool {
+	out := g.mustRun(t, g.router, 10*time.Second, "nft", "list", "chain", "inet", "filter", "miniupnpd")
+	next := "0x6"
+	if proto == p2pd.UDP {
+		next = "0x11"
+	}
+	want := []string{fmt.Sprintf("dport %d ", internal.Port()), fmt.Sprintf("@nh,192,128 0x%x ", internal.Addr().As16()),
+		"@nh,48,8 " + next + " ", "accept"}
+	for line := range strings.Lines(out) {
+		if !slices.ContainsFunc(want, func(w string) bool { return !strings.Contains(line, w) }) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestMapperPinhole: IPv6 listeners on a global address behind the
+// router's firewall get a pinhole (PCP, or UPnP's WANIPv6FirewallControl):
+// a WAN host reaches them only while the Mapper holds it.
+func TestMapperPinhole(t *testing.T) {
+	for _, c := range []struct {
+		mode  gateMode
+		proto string
+	}{{gatePCP, "pcp"}} {
+		t.Run(c.proto, func(t *testing.T) {
+			g := newGateNet(t, c.mode, gateIPv6)
+			d, m, _, _ := gateDaemonOn(t, g, Config{Timeout: time.Second, Refresh: time.Second, Protocols: []string{c.proto}}, g.lan6)
+			var eps []Endpoint
+			for _, e := range m.Endpoints() {
+				if e.Family == p2pd.IPv6 {
+					eps = append(eps, e)
+				}
+			}
+			if len(eps) != 2 {
+				t.Fatalf("%d IPv6 endpoints", len(eps))
+			}
+			for _, e := range eps {
+				x, ok := mappingOf(e)
+				if !ok || x.Protocol != c.proto || x.Addr != e.Local || e.Err != nil {
+					t.Fatalf("%v: no %s pinhole (err %v)", e, c.proto, e.Err)
+				}
+				t.Log(e)
+				if !pinholed(t, g, e.Proto, e.Local) {
+					t.Fatalf("no accept rule for %v on the router:\n%s", e.Local, g.nftRedirects(t))
+				}
+				if reply, err := wanEcho(t, g, e.Proto, e.Local); err != nil || reply != "hello from the WAN\n" {
+					t.Fatalf("%v from the WAN: %q, %v", e.Local, reply, err)
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := m.Shutdown(ctx); err != nil {
+				t.Fatal(err)
+			}
+			// Without the pinhole the firewall drops new connections
+			// from the WAN again.
+			for _, e := range eps {
+				if pinholed(t, g, e.Proto, e.Local) {
+					t.Fatalf("after Shutdown the router still lets the WAN reach %v", e.Local)
+				}
+				if e.Proto == p2pd.TCP {
+					if reply, err := wanEcho(t, g, e.Proto, e.Local); err == nil {
+						t.Fatalf("%v reached from the WAN after Shutdown: %q", e.Local, reply)
+					}
+				}
+			}
+			d.Close()
+		})
 	}
 }

@@ -9,6 +9,6 @@ import (
 )
 
 // defaultGateway: only Linux is asked; elsewhere set Config.Gateway.
-func defaultGateway() (netip.Addr, int, error) {
+func defaultGateway(p2pd.Family) (netip.Addr, int, error) {
 	return netip.Addr{}, 0, p2pd.ErrUnsupported
 }
