@@ -287,6 +287,8 @@ func TestUpEndOnce(t *testing.T) {
 		t.Fatalf("Err() = %v", conn.Err())
 	}
 	srv.Close()
+	<-cli.Done() // Close does not wait: OnEnd runs before Done is closed
+	<-srv.Done()
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	if rec.ups[cli] != 1 || rec.ups[conn] != 1 || rec.ups[srv] != 0 {

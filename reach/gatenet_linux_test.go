@@ -95,6 +95,10 @@ type gateOpt int
 // with IPv6 on (pinholes through PCP and WANIPv6FirewallControl).
 const gateIPv6 gateOpt = 1
 
+// gateIGDv1 makes miniupnpd describe an IGD v1 (force_igd_desc_v1=yes):
+// WANIPConnection:1 instead of :2.
+const gateIGDv1 gateOpt = 2
+
 var (
 	gateLAN6 = netip.MustParseAddr("2001:db8:88:1::2")
 	gateGW6  = netip.MustParseAddr("2001:db8:88:1::1")
@@ -111,9 +115,11 @@ const (
 // gateNet is the topology above. Its methods are called from the test
 // goroutine.
 type gateNet struct {
+	net                       *testnet.Net
 	lan, router, wan          *testnet.Host
 	lanIP, gwIP, pubIP, wanIP netip.Addr     // 10.88.1.2, 10.88.1.1, 203.0.113.1, 203.0.113.2
 	v6                        bool           // gateIPv6: the addresses below, and miniupnpd with IPv6
+	igdv1                     bool           // gateIGDv1: miniupnpd offers IGD v1 only (WANIPConnection:1)
 	lan6, gw6, wan6           netip.Addr     // 2001:db8:88:1::2, 2001:db8:88:1::1 (router, LAN side), 2001:db8:113::2
 	stun                      netip.AddrPort // coturn, 203.0.113.3:3478 (also 203.0.113.4, ports 3478 and 3479)
 	mode                      gateMode
@@ -142,11 +148,13 @@ func newGateNet(t *testing.T, mode gateMode, opts ...gateOpt) *gateNet {
 	}
 	n := testnet.New(t)
 	g := &gateNet{
+		net:   n,
 		lanIP: gateLANIP, gwIP: gateGWIP, pubIP: gatePubIP, wanIP: gateWANIP,
-		stun: netip.AddrPortFrom(gateSTUNIP[0], gateSTUNPort),
-		mode: mode,
-		dir:  t.TempDir(),
-		v6:   slices.Contains(opts, gateIPv6),
+		stun:  netip.AddrPortFrom(gateSTUNIP[0], gateSTUNPort),
+		mode:  mode,
+		dir:   t.TempDir(),
+		v6:    slices.Contains(opts, gateIPv6),
+		igdv1: slices.Contains(opts, gateIGDv1),
 	}
 	g.conf = filepath.Join(g.dir, "miniupnpd.conf")
 	g.pidFile = filepath.Join(g.dir, "miniupnpd.pid")
@@ -351,7 +359,7 @@ listening_ip=lan0
 http_port=0
 enable_upnp=%s
 enable_natpmp=%s
-force_igd_desc_v1=no
+force_igd_desc_v1=%s
 ipv6_disable=%s
 secure_mode=yes
 system_uptime=no
@@ -369,7 +377,7 @@ upnp_nat_chain=prerouting_miniupnpd
 upnp_nat_postrouting_chain=postrouting_miniupnpd
 allow 1024-65535 10.88.1.0/24 1024-65535
 deny 0-65535 0.0.0.0/0 0-65535
-`, yn(g.mode.upnp()), yn(g.mode.natpmp() || g.mode.pcp()), yn(!g.v6),
+`, yn(g.mode.upnp()), yn(g.mode.natpmp() || g.mode.pcp()), yn(g.igdv1), yn(!g.v6),
 		u[0:4], u[4:6], u[6:8], u[8:10], u[10:16], g.stun.Addr(), g.stun.Port())
 	if err := os.WriteFile(g.conf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/netip"
 	"runtime"
@@ -91,27 +90,6 @@ type Mapper struct {
 }
 
 // side is the Mapper's view of one family's gateway.
-type side struct {
-	family   p2pd.Family
-	gwIP     netip.Addr // with its zone, when link-local
-	lan      netip.Addr // this host's address toward it (IPv6: a global one)
-	routeErr error      // why gwIP or lan is unknown
-	chosen   string     // the protocol that maps here; "" until one has
-	pickErr  error      // why no protocol mapped, until nextPick
-	nextPick time.Time
-	epochs   map[string]epochMark
-	clients  map[string]gateway // by protocol and local address
-}
-
-func newSide(f p2pd.Family) *side {
-	return &side{family: f, epochs: map[string]epochMark{}, clients: map[string]gateway{}}
-}
-
-type epochMark struct {
-	epoch uint32
-	at    time.Time
-}
-
 // state is what the Mapper knows of one listener.
 type state struct {
 	lease    *Lease
@@ -272,20 +250,7 @@ func (m *Mapper) round(ctx context.Context) {
 	for _, e := range eps {
 		live[e.Pipe] = true
 	}
-	m.mu.Lock()
-	var gone []*Lease
-	for p, s := range m.states {
-		if !live[p] {
-			if s.lease != nil {
-				gone = append(gone, s.lease)
-			}
-			delete(m.states, p)
-		}
-	}
-	m.mu.Unlock()
-	for _, l := range gone {
-		m.unmap(l)
-	}
+	m.forget(func(p *p2pd.Pipe) bool { return !live[p] })
 	for again := true; again && ctx.Err() == nil; {
 		again = false
 		for _, e := range eps {
@@ -329,7 +294,7 @@ func (m *Mapper) visit(ctx context.Context, e p2pd.Endpoint) (lost bool) {
 	}
 	var stunAddr netip.AddrPort
 	var stunErr error
-	if r := m.cfg.STUN; r != nil && e.Proto == p2pd.UDP {
+	if r := m.cfg.STUN; r != nil && e.Proto == p2pd.UDP && probeable(e.Local.Addr()) {
 		pctx, cancel := context.WithTimeout(ctx, m.timeout())
 		stunAddr, stunErr = r.Probe(pctx, e.Pipe)
 		cancel()
@@ -348,6 +313,9 @@ func (m *Mapper) visit(ctx context.Context, e p2pd.Endpoint) (lost bool) {
 	}
 	s.stun, s.stunErr = stunAddr, stunErr
 	s.next = now.Add(m.refresh())
+	if lease != nil && lease.Lifetime > 0 && lease.Lifetime/2 < m.refresh() {
+		s.next = now.Add(lease.Lifetime / 2) // renewed before the gateway's lease ends, however short it granted
+	}
 	ep := m.endpointLocked(e)
 	changed := !equalExternal(ep.External, s.ext)
 	s.ext = ep.External
@@ -371,205 +339,26 @@ func (m *Mapper) changed(ep Endpoint) {
 	f(ep)
 }
 
+// probeable says whether a UDP listener's address can reach a STUN server
+// outside: not loopback or link-local.
 // mappable says whether a listener gets a port mapping, on which side, and
 // its internal address: IPv4 TCP and UDP listeners on a private or
 // wildcard address, and IPv6 ones on a global address (a pinhole).
-func (m *Mapper) mappable(e p2pd.Endpoint) (*side, netip.AddrPort, bool) {
-	if len(m.protos) == 0 || (e.Proto != p2pd.TCP && e.Proto != p2pd.UDP) {
-		return nil, netip.AddrPort{}, false
-	}
-	ip := e.Local.Addr().Unmap()
-	s := m.v4
-	if e.Family == p2pd.IPv6 {
-		s = m.v6
-	}
-	switch {
-	case ip.IsUnspecified():
-		ip = netip.Addr{} // the side's LAN address: mapOne
-	case e.Family == p2pd.IPv4 && ip.IsPrivate():
-	case e.Family == p2pd.IPv6 && ip.IsGlobalUnicast() && !ip.IsPrivate():
-		ip = ip.WithZone("")
-	default:
-		return nil, netip.AddrPort{}, false // public IPv4, ULA, loopback, link-local: nothing to map
-	}
-	return s, netip.AddrPortFrom(ip, e.Local.Port()), true
-}
-
 // mapOne maps (or renews) one listener with its side's protocol, choosing
 // it first if need be.
-func (m *Mapper) mapOne(ctx context.Context, s *side, proto p2pd.Proto, internal netip.AddrPort, prev *Lease) (Lease, error, bool) {
-	if s.routeErr != nil {
-		m.route(m) // the network may have come up
-	}
-	if s.routeErr != nil {
-		return Lease{}, errtext.Errorf("%w: %w", ErrNoMapping, s.routeErr), false
-	}
-	if !internal.Addr().IsValid() {
-		internal = netip.AddrPortFrom(s.lan, internal.Port())
-	}
-	if s.chosen != "" {
-		l, err := m.try(ctx, s, s.chosen, proto, internal, prev)
-		if err == nil {
-			return l, nil, m.epochCheck(s, l)
-		}
-		if !errors.Is(err, ErrNoGateway) {
-			return Lease{}, errtext.Errorf("%w: %w", ErrNoMapping, err), false
-		}
-		s.chosen = "" // it stopped answering: choose again
-	}
-	if s.pickErr != nil && time.Now().Before(s.nextPick) {
-		return Lease{}, s.pickErr, false
-	}
-	var errs []error
-	for _, name := range m.protos {
-		if name == "nat-pmp" && s.family == p2pd.IPv6 {
-			continue // NAT-PMP is IPv4 only
-		}
-		l, err := m.try(ctx, s, name, proto, internal, prev)
-		if err == nil {
-			s.chosen, s.pickErr = name, nil
-			return l, nil, m.epochCheck(s, l)
-		}
-		if ctx.Err() != nil {
-			return Lease{}, ctx.Err(), false
-		}
-		errs = append(errs, err)
-	}
-	s.pickErr = errtext.Errorf("%w from %v: %w", ErrNoMapping, s.gwIP, errors.Join(errs...))
-	s.nextPick = time.Now().Add(m.refresh())
-	return Lease{}, s.pickErr, false
-}
-
 // try asks the protocol's client, renewing prev only when it made it.
-func (m *Mapper) try(ctx context.Context, s *side, name string, proto p2pd.Proto, internal netip.AddrPort, prev *Lease) (Lease, error) {
-	g, err := m.client(ctx, s, name, internal.Addr())
-	if err != nil {
-		return Lease{}, err
-	}
-	if prev != nil && prev.Protocol != name {
-		prev = nil
-	}
-	want := internal.Port()
-	if prev != nil {
-		want = prev.External.Port()
-	}
-	rctx, cancel := context.WithTimeout(ctx, m.timeout())
-	defer cancel()
-	return g.Map(rctx, proto, internal, want, m.lifetime(), prev)
-}
-
 // epochCheck notes the gateway's epoch and reports whether it shows that
 // the gateway lost its mappings since the last answer.
-func (m *Mapper) epochCheck(s *side, l Lease) bool {
-	if l.Protocol == "upnp" {
-		return false // no epoch: the renewal re-creates what was lost
-	}
-	mark, ok := s.epochs[l.Protocol]
-	s.epochs[l.Protocol] = epochMark{epoch: l.Epoch, at: l.Granted}
-	if ok && epochLost(mark.epoch, mark.at, l.Epoch, l.Granted) {
-		m.log.Info("p2pd: reach: the gateway lost its mappings (its epoch went back): mapping again", "gateway", s.gwIP, "protocol", l.Protocol)
-		m.mu.Lock()
-		for _, st := range m.states {
-			st.next = time.Time{}
-		}
-		m.mu.Unlock()
-		return true
-	}
-	return false
-}
-
 // client returns the protocol's client for the side's gateway. PCP and
 // NAT-PMP map for the address a request comes from, so theirs are made per
 // local address (they keep no state); UPnP's, found over IPv4, serves both
 // sides.
-func (m *Mapper) client(ctx context.Context, s *side, name string, local netip.Addr) (gateway, error) {
-	key := name + " " + local.String()
-	if name == "upnp" {
-		s, key = m.v4, name
-	}
-	if g := s.clients[key]; g != nil {
-		return g, nil
-	}
-	var g gateway
-	switch name {
-	case "pcp":
-		g = newPCP(s.gwIP, local, m.timeout())
-	case "nat-pmp":
-		g = newPMP(s.gwIP, local, m.timeout())
-	case "upnp":
-		if s.routeErr != nil {
-			return nil, &MapError{Protocol: name, Err: fmt.Errorf("%w: %w", ErrNoGateway, s.routeErr)}
-		}
-		u, err := newUPnP(ctx, s.lan, m.timeout())
-		if err != nil {
-			return nil, err
-		}
-		g = u
-	}
-	s.clients[key] = g
-	return g, nil
-}
-
 // findRoute learns both families' gateways and this host's address toward
 // each.
-func (m *Mapper) findRoute() {
-	m.v4.find(m.cfg.Gateway.Unmap())
-	m.v6.find(netip.Addr{})
-}
-
 // find learns the side's gateway (gw when given, else the default route's)
 // and this host's address toward it: on its subnet for IPv4, a global
 // address of the interface toward it for IPv6.
-func (s *side) find(gw netip.Addr) {
-	index := 0
-	if !gw.IsValid() {
-		var err error
-		if gw, index, err = defaultGateway(s.family); err != nil {
-			s.routeErr = fmt.Errorf("no %v default gateway: %w", s.family, err)
-			return
-		}
-	}
-	var ifs []p2pd.Interface
-	if index > 0 {
-		if ifc, err := p2pd.InterfaceByIndex(index); err == nil {
-			ifs = append(ifs, *ifc)
-		}
-	}
-	if len(ifs) == 0 {
-		all, err := p2pd.Interfaces()
-		if err != nil {
-			s.routeErr = err
-			return
-		}
-		ifs = all
-	}
-	for _, ifc := range ifs {
-		for _, a := range ifc.Addrs {
-			ip := a.Addr
-			if !a.Usable() || ip.Is4() != (s.family == p2pd.IPv4) {
-				continue
-			}
-			if s.family == p2pd.IPv4 && a.Prefix().Masked().Contains(gw) ||
-				s.family == p2pd.IPv6 && ip.IsGlobalUnicast() && !ip.IsPrivate() && a.Flags&p2pd.AddrTemporary == 0 {
-				if gw.Is6() && gw.IsLinkLocalUnicast() && gw.Zone() == "" {
-					gw = gw.WithZone(ifc.Name)
-				}
-				s.gwIP, s.lan, s.routeErr = gw, ip.WithZone(""), nil
-				return
-			}
-		}
-	}
-	s.routeErr = fmt.Errorf("no address of this host to reach gateway %v from", gw)
-}
-
 // sideOf is the side a lease was made on.
-func (m *Mapper) sideOf(l *Lease) *side {
-	if l.Internal.Addr().Is6() {
-		return m.v6
-	}
-	return m.v4
-}
-
 // unmap deletes a lease, within Timeout.
 func (m *Mapper) unmap(l *Lease) {
 	ctx, cancel := context.WithTimeout(context.Background(), m.timeout())
@@ -584,14 +373,19 @@ func (m *Mapper) unmap(l *Lease) {
 }
 
 // unmapAll deletes every lease, on Close.
-func (m *Mapper) unmapAll() {
+func (m *Mapper) unmapAll() { m.forget(func(*p2pd.Pipe) bool { return true }) }
+
+// forget drops the listeners gone says are gone, and deletes their leases.
+func (m *Mapper) forget(gone func(*p2pd.Pipe) bool) {
 	m.mu.Lock()
 	var ls []*Lease
 	for p, s := range m.states {
-		if s.lease != nil {
-			ls = append(ls, s.lease)
+		if gone(p) {
+			if s.lease != nil {
+				ls = append(ls, s.lease)
+			}
+			delete(m.states, p)
 		}
-		delete(m.states, p)
 	}
 	m.mu.Unlock()
 	for _, l := range ls {

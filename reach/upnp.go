@@ -36,10 +36,15 @@ const (
 	upnpMaxErrorLength = 120
 )
 
+// upnpService is one SOAP service of an IGD, as goupnp's clients are.
+type upnpService interface {
+	GetServiceClient() *goupnp.ServiceClient
+}
+
 // wanConn is one WAN connection service of an IGD: goupnp's
 // WANIPConnection2, WANIPConnection1 or WANPPPConnection1.
 type wanConn interface {
-	GetServiceClient() *goupnp.ServiceClient
+	upnpService
 	GetExternalIPAddressCtx(ctx context.Context) (string, error)
 	AddPortMappingCtx(ctx context.Context, remoteHost string, extPort uint16, proto string, intPort uint16, intClient string, enabled bool, desc string, lease uint32) error
 	DeletePortMappingCtx(ctx context.Context, remoteHost string, extPort uint16, proto string) error
@@ -50,28 +55,35 @@ type anyPortConn interface {
 	AddAnyPortMappingCtx(ctx context.Context, remoteHost string, extPort uint16, proto string, intPort uint16, intClient string, enabled bool, desc string, lease uint32) (uint16, error)
 }
 
-// upnpClient maps ports with UPnP IGD (WANIPConnection:2 or :1, or
-// WANPPPConnection:1) on the gateway found from one LAN address.
+// upnpClient maps IPv4 ports with UPnP IGD (WANIPConnection:2 or :1, or
+// WANPPPConnection:1), and opens IPv6 pinholes with its
+// WANIPv6FirewallControl:1 (upnp_pinhole.go), on the gateway found from one
+// IPv4 LAN address.
 type upnpClient struct {
-	local   netip.Addr    // the LAN address: SSDP, HTTP and mappings use it
+	local   netip.Addr    // the IPv4 LAN address: SSDP, HTTP and IPv4 mappings use it
 	timeout time.Duration // bounds each SSDP search and each HTTP exchange
 	dialer  *net.Dialer   // from local
 	http    *http.Client  // over the connection each exchange dials
 
 	mu        sync.Mutex
-	conn      wanConn
-	loc       *url.URL   // the device description conn came from
-	ext       netip.Addr // the last external address, read at extAt
+	conn      wanConn               // nil: the IGD has none (it offers pinholes only)
+	fw        firewallConn          // nil: the IGD offers no IPv6 pinholes
+	fwChecked bool                  // fw told its status (GetFirewallStatus) ...
+	fwErr     error                 // ... and this is why it opens no pinhole (nil: it may)
+	pinholes  map[uint16]pinholeKey // the pinhole fw last gave each UniqueID for
+	loc       *url.URL              // the device description conn and fw came from
+	ext       netip.Addr            // the last external address, read at extAt
 	extAt     time.Time
 	permanent bool // the gateway grants only permanent leases (725)
 }
 
 var _ gateway = (*upnpClient)(nil)
 
-// newUPnP finds the IGD that answers SSDP from local (an IPv4 LAN address)
-// and the first of its WAN connection services that tells its external
-// address. timeout (<= 0: 3 s) bounds the search and each HTTP exchange.
-// Errors are *MapError: ErrNoGateway when no IGD was found or reached.
+// newUPnP finds the IGD that answers SSDP from local (an IPv4 LAN address),
+// the first of its WAN connection services that tells its external
+// address, and its IPv6 firewall control, if it has one. timeout (<= 0:
+// 3 s) bounds the search and each HTTP exchange. Errors are *MapError:
+// ErrNoGateway when no IGD was found or reached.
 func newUPnP(ctx context.Context, local netip.Addr, timeout time.Duration) (*upnpClient, error) {
 	local = local.Unmap()
 	if !local.Is4() {
@@ -109,10 +121,11 @@ func (c *upnpClient) rediscover(ctx context.Context) error {
 	}
 	var last error
 	for _, loc := range locs {
-		conn, ext, err := c.open(ctx, loc)
+		d, err := c.open(ctx, loc)
 		if err == nil {
 			c.mu.Lock()
-			c.conn, c.loc, c.ext, c.extAt = conn, loc, ext, time.Now()
+			c.conn, c.loc, c.ext, c.extAt = d.conn, loc, d.ext, time.Now()
+			c.fw, c.fwChecked, c.fwErr, c.pinholes = d.fw, false, nil, nil
 			c.mu.Unlock()
 			return nil
 		}
@@ -124,12 +137,22 @@ func (c *upnpClient) rediscover(ctx context.Context) error {
 	return last
 }
 
+// upnpIGD is what a device description offers p2pd.
+type upnpIGD struct {
+	conn wanConn      // the WAN connection service for IPv4, or nil
+	ext  netip.Addr   // its external address, when it told a usable one
+	fw   firewallConn // the IPv6 firewall control, or nil
+}
+
 // open reads the device description at loc and returns its first WAN
-// connection service that tells an external address, with that address.
-func (c *upnpClient) open(ctx context.Context, loc *url.URL) (wanConn, netip.Addr, error) {
+// connection service that tells an external address, with that address,
+// and its IPv6 firewall control. An IGD with a firewall control will do
+// without a WAN connection, or with one that answers but tells no usable
+// address (a DS-Lite WAN has no public IPv4): Map asks the address again.
+func (c *upnpClient) open(ctx context.Context, loc *url.URL) (upnpIGD, error) {
 	root, err := c.describe(ctx, loc)
 	if err != nil {
-		return nil, netip.Addr{}, err
+		return upnpIGD{}, err
 	}
 	var conns []wanConn
 	if cs, err := internetgateway2.NewWANIPConnection2ClientsFromRootDevice(root, loc); err == nil {
@@ -153,21 +176,28 @@ func (c *upnpClient) open(ctx context.Context, loc *url.URL) (wanConn, netip.Add
 			}
 		}
 	}
+	fw := c.firewallOf(root, loc)
 	if len(conns) == 0 {
-		return nil, netip.Addr{}, &MapError{Protocol: "upnp", Err: fmt.Errorf("%w: %s has no WAN connection service", ErrNoGateway, loc.Redacted())}
+		if fw != nil {
+			return upnpIGD{fw: fw}, nil
+		}
+		return upnpIGD{}, &MapError{Protocol: "upnp", Err: fmt.Errorf("%w: %s has no WAN connection service", ErrNoGateway, loc.Redacted())}
 	}
 	var last error
 	for _, conn := range conns[:min(len(conns), upnpMaxServices)] {
 		ext, err := c.externalOf(ctx, conn)
 		if err == nil {
-			return conn, ext, nil
+			return upnpIGD{conn: conn, ext: ext, fw: fw}, nil
 		}
 		last = err
 		if ctx.Err() != nil {
 			break
 		}
 	}
-	return nil, netip.Addr{}, last
+	if fw != nil && errors.Is(last, ErrRefused) && ctx.Err() == nil {
+		return upnpIGD{conn: conns[0], fw: fw}, nil
+	}
+	return upnpIGD{}, last
 }
 
 // describe fetches and decodes the device description at loc. (Not with
@@ -234,13 +264,19 @@ func upnpSameHost(a, b *url.URL) bool {
 
 // Map asks the IGD to forward proto's external port (prev's, when
 // renewing; else want, or internal's port) to internal. On a conflict it
-// lets an IGDv2 choose a port, or tries a few random ones. It retries once,
-// after finding the IGD again, if the IGD could not be reached.
+// lets an IGDv2 choose a port, or tries a few random ones. For an IPv6
+// internal address it opens a pinhole instead (see pinholeOnce). It
+// retries once, after finding the IGD again, if the IGD could not be
+// reached.
 func (c *upnpClient) Map(ctx context.Context, proto p2pd.Proto, internal netip.AddrPort, want uint16, lifetime time.Duration, prev *Lease) (Lease, error) {
-	l, err := c.mapOnce(ctx, proto, internal, want, lifetime, prev)
-	if err != nil && errors.Is(err, ErrNoGateway) && ctx.Err() == nil {
+	once := c.mapOnce
+	if a := internal.Addr(); a.Is6() && !a.Is4In6() {
+		once = c.pinholeOnce
+	}
+	l, err := once(ctx, proto, internal, want, lifetime, prev)
+	if err != nil && errors.Is(err, ErrNoGateway) && !upnpLacks(err) && ctx.Err() == nil {
 		if c.rediscover(ctx) == nil {
-			l, err = c.mapOnce(ctx, proto, internal, want, lifetime, prev)
+			l, err = once(ctx, proto, internal, want, lifetime, prev)
 		}
 	}
 	return l, err
@@ -262,7 +298,7 @@ func (c *upnpClient) mapOnce(ctx context.Context, proto p2pd.Proto, internal net
 	conn, permanent := c.conn, c.permanent
 	c.mu.Unlock()
 	if conn == nil {
-		return Lease{}, &MapError{Protocol: "upnp", Err: fmt.Errorf("%w: no IGD", ErrNoGateway)}
+		return Lease{}, &MapError{Protocol: "upnp", Err: upnpNoService("WAN connection service")}
 	}
 	ext, err := c.external(ctx, conn)
 	if err != nil {
@@ -345,10 +381,15 @@ func (c *upnpClient) addPort(ctx context.Context, conn wanConn, name string, por
 	return err
 }
 
-// Unmap deletes l's mapping. One the IGD no longer has is gone: no error.
+// Unmap deletes l's mapping or pinhole. One the IGD no longer has is gone:
+// no error.
 func (c *upnpClient) Unmap(ctx context.Context, l Lease) error {
-	if l.Protocol != "upnp" || l.External.Port() == 0 {
+	ext := l.External.Addr()
+	if l.Protocol != "upnp" || l.External.Port() == 0 || !l.pinhole && ext.Is6() && !ext.Is4In6() {
 		return &MapError{Protocol: "upnp", Err: fmt.Errorf("%w: not a UPnP lease", p2pd.ErrInvalid)}
+	}
+	if l.pinhole {
+		return c.unpinhole(ctx, l)
 	}
 	name, err := upnpProto(l.Proto)
 	if err != nil {
@@ -358,7 +399,7 @@ func (c *upnpClient) Unmap(ctx context.Context, l Lease) error {
 	conn := c.conn
 	c.mu.Unlock()
 	if conn == nil {
-		return &MapError{Protocol: "upnp", Err: fmt.Errorf("%w: no IGD", ErrNoGateway)}
+		return &MapError{Protocol: "upnp", Err: upnpNoService("WAN connection service")}
 	}
 	err = c.soap(ctx, conn, func(ctx context.Context) error {
 		return conn.DeletePortMappingCtx(ctx, "", l.External.Port(), name)
@@ -417,7 +458,7 @@ func (c *upnpClient) internalAddr(internal netip.AddrPort) (netip.AddrPort, erro
 		a = c.local
 	}
 	if !a.Is4() {
-		return netip.AddrPort{}, &MapError{Protocol: "upnp", Err: fmt.Errorf("%w: UPnP maps IPv4, not %v", p2pd.ErrBadFamily, internal)}
+		return netip.AddrPort{}, &MapError{Protocol: "upnp", Err: fmt.Errorf("%w: internal address %v", p2pd.ErrBadFamily, internal)}
 	}
 	if internal.Port() == 0 {
 		return netip.AddrPort{}, &MapError{Protocol: "upnp", Err: fmt.Errorf("%w: internal port 0", p2pd.ErrBadPort)}

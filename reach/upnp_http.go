@@ -41,10 +41,15 @@ func upnpCode(err error) int {
 	return 0
 }
 
-// soap runs one SOAP exchange with conn, bounded by ctx and c.timeout, and
+// soap runs one SOAP exchange with svc, bounded by ctx and c.timeout, and
 // returns its failure as a *MapError.
-func (c *upnpClient) soap(parent context.Context, conn wanConn, f func(context.Context) error) error {
-	ctx, ex, end, err := c.begin(parent, &conn.GetServiceClient().SOAPClient.EndpointURL)
+func (c *upnpClient) soap(parent context.Context, svc upnpService, f func(context.Context) error) error {
+	return c.soapFrom(parent, c.dialer, svc, f)
+}
+
+// soapFrom is soap over a connection d dials.
+func (c *upnpClient) soapFrom(parent context.Context, d *net.Dialer, svc upnpService, f func(context.Context) error) error {
+	ctx, ex, end, err := c.beginFrom(parent, d, &svc.GetServiceClient().SOAPClient.EndpointURL)
 	if err != nil {
 		return err
 	}
@@ -66,9 +71,16 @@ type upnpExchange struct {
 
 type upnpExchangeKey struct{}
 
-// begin dials u's host for one exchange and returns the context for its
-// request (bounded by parent and c.timeout), and end, which releases it.
+// begin dials u's host from c's LAN address for one exchange and returns
+// the context for its request (bounded by parent and c.timeout), and end,
+// which releases it.
 func (c *upnpClient) begin(parent context.Context, u *url.URL) (context.Context, *upnpExchange, func(), error) {
+	return c.beginFrom(parent, c.dialer, u)
+}
+
+// beginFrom is begin with a connection d dials: over IPv4 or IPv6, as u's
+// host is.
+func (c *upnpClient) beginFrom(parent context.Context, d *net.Dialer, u *url.URL) (context.Context, *upnpExchange, func(), error) {
 	ex := new(upnpExchange)
 	ctx, cancel := context.WithTimeout(context.WithValue(parent, upnpExchangeKey{}, ex), c.timeout)
 	host, err := netip.ParseAddr(u.Hostname())
@@ -80,7 +92,12 @@ func (c *upnpClient) begin(parent context.Context, u *url.URL) (context.Context,
 	if port == "" {
 		port = "80"
 	}
-	conn, err := c.dialer.DialContext(ctx, "tcp4", net.JoinHostPort(host.Unmap().String(), port))
+	host = host.Unmap()
+	network := "tcp4"
+	if host.Is6() {
+		network = "tcp6"
+	}
+	conn, err := d.DialContext(ctx, network, net.JoinHostPort(host.String(), port))
 	if err != nil {
 		cancel()
 		ex.note(err)
@@ -120,7 +137,8 @@ func (ex *upnpExchange) failed() error {
 var errUPnPNoConn = errors.New("reach: upnp: no connection for this exchange")
 
 // upnpTakeConn is the transport's dial: it takes the exchange's connection,
-// if it goes to addr.
+// if it goes to addr (a link-local address's zone aside: the connection
+// names the interface, addr may number it).
 func upnpTakeConn(ctx context.Context, _, addr string) (net.Conn, error) {
 	ex, ok := ctx.Value(upnpExchangeKey{}).(*upnpExchange)
 	if !ok {
@@ -131,7 +149,7 @@ func upnpTakeConn(ctx context.Context, _, addr string) (net.Conn, error) {
 		return nil, errUPnPNoConn
 	}
 	want, err := netip.ParseAddrPort(addr)
-	if ta, ok := conn.RemoteAddr().(*net.TCPAddr); !ok || err != nil || ta.AddrPort().Addr().Unmap() != want.Addr().Unmap() || ta.AddrPort().Port() != want.Port() {
+	if ta, ok := conn.RemoteAddr().(*net.TCPAddr); !ok || err != nil || ta.AddrPort().Addr().Unmap().WithZone("") != want.Addr().Unmap().WithZone("") || ta.AddrPort().Port() != want.Port() {
 		conn.Close()
 		return nil, errUPnPNoConn
 	}

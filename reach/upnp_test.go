@@ -158,28 +158,35 @@ func ssdpReply(loc string) string {
 type soapCall struct {
 	action string
 	args   map[string]string
+	from   netip.Addr // the address it came from
 }
 
-// fakeIGD is an IGD with one WAN connection service.
+// fakeIGD is an IGD with one WAN connection service, and an IPv6
+// firewall control when fw is set (upnp_pinhole_test.go).
 type fakeIGD struct {
-	t       *testing.T
-	srv     *httptest.Server
-	service string // its service type
-	control string // its controlURL in the description
+	t         *testing.T
+	srv       *httptest.Server
+	service   string        // its service type; "": none
+	control   string        // its controlURL in the description
+	fw        *fakeFirewall // set before discovery
+	fwControl string        // the firewall control's controlURL
 
 	mu            sync.Mutex
 	taken         map[uint16]bool   // external ports held by another client: 718
 	permanentOnly bool              // 725 for a non-zero lease
 	refuse        int               // a fault code for every AddPortMapping
+	noExt         bool              // GetExternalIPAddress answers 0.0.0.0
 	mappings      map[string]string // "TCP 4000" → internal client:port
 	calls         []soapCall
+	descs         int // device descriptions served
 }
 
 func newFakeIGD(t *testing.T, service string) *fakeIGD {
-	g := &fakeIGD{t: t, service: service, control: "/ctl", taken: make(map[uint16]bool), mappings: make(map[string]string)}
+	g := &fakeIGD{t: t, service: service, control: "/ctl", fwControl: "/fw", taken: make(map[uint16]bool), mappings: make(map[string]string)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /desc.xml", g.describe)
 	mux.HandleFunc("POST /ctl", g.controlHandler)
+	mux.HandleFunc("POST /fw", g.firewallHandler)
 	g.srv = httptest.NewServer(mux)
 	t.Cleanup(g.srv.Close)
 	return g
@@ -188,6 +195,28 @@ func newFakeIGD(t *testing.T, service string) *fakeIGD {
 func (g *fakeIGD) loc() string { return g.srv.URL + "/desc.xml" }
 
 func (g *fakeIGD) describe(w http.ResponseWriter, _ *http.Request) {
+	g.mu.Lock()
+	g.descs++
+	g.mu.Unlock()
+	var services string
+	if g.service != "" {
+		services = fmt.Sprintf(`<service>
+<serviceType>%s</serviceType>
+<serviceId>urn:upnp-org:serviceId:WANIPConn1</serviceId>
+<SCPDURL>/scpd.xml</SCPDURL>
+<controlURL>%s</controlURL>
+<eventSubURL>/evt</eventSubURL>
+</service>`, g.service, g.control)
+	}
+	if g.fw != nil {
+		services += fmt.Sprintf(`<service>
+<serviceType>%s</serviceType>
+<serviceId>urn:upnp-org:serviceId:WANIPv6Firewall1</serviceId>
+<SCPDURL>/fw.xml</SCPDURL>
+<controlURL>%s</controlURL>
+<eventSubURL>/evt/fw</eventSubURL>
+</service>`, urnFirewall, g.fwControl)
+	}
 	w.Header().Set("Content-Type", `text/xml; charset="utf-8"`)
 	fmt.Fprintf(w, `<?xml version="1.0"?>
 <root xmlns="urn:schemas-upnp-org:device-1-0">
@@ -202,17 +231,11 @@ func (g *fakeIGD) describe(w http.ResponseWriter, _ *http.Request) {
 <deviceList><device>
 <deviceType>urn:schemas-upnp-org:device:WANConnectionDevice:2</deviceType>
 <UDN>uuid:00000000-0000-0000-0000-000000000002</UDN>
-<serviceList><service>
-<serviceType>%s</serviceType>
-<serviceId>urn:upnp-org:serviceId:WANIPConn1</serviceId>
-<SCPDURL>/scpd.xml</SCPDURL>
-<controlURL>%s</controlURL>
-<eventSubURL>/evt</eventSubURL>
-</service></serviceList>
+<serviceList>%s</serviceList>
 </device></deviceList>
 </device></deviceList>
 </device>
-</root>`, g.service, g.control)
+</root>`, services)
 }
 
 // soapArgs reads the action's arguments from a SOAP request body.
@@ -248,16 +271,20 @@ func soapArgs(r *http.Request) (map[string]string, error) {
 func (g *fakeIGD) controlHandler(w http.ResponseWriter, r *http.Request) {
 	ns, action, ok := strings.Cut(strings.Trim(r.Header.Get("SOAPAction"), `"`), "#")
 	args, err := soapArgs(r)
-	if !ok || ns != g.service || err != nil {
+	if !ok || g.service == "" || ns != g.service || err != nil {
 		soapFault(w, 401, "Invalid Action")
 		return
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.calls = append(g.calls, soapCall{action, args})
+	g.calls = append(g.calls, soapCall{action: action, args: args, from: upnpPeer(r)})
 	switch action {
 	case "GetExternalIPAddress":
-		soapOK(w, g.service, action, "<NewExternalIPAddress>"+upnpTestExt+"</NewExternalIPAddress>")
+		ext := upnpTestExt
+		if g.noExt {
+			ext = "0.0.0.0"
+		}
+		soapOK(w, g.service, action, "<NewExternalIPAddress>"+ext+"</NewExternalIPAddress>")
 	case "AddPortMapping":
 		if g.refuse != 0 {
 			soapFault(w, g.refuse, "Action not authorized")
@@ -300,6 +327,12 @@ func (g *fakeIGD) controlHandler(w http.ResponseWriter, r *http.Request) {
 	default:
 		soapFault(w, 401, "Invalid Action")
 	}
+}
+
+// upnpPeer is the address r came from.
+func upnpPeer(r *http.Request) netip.Addr {
+	ap, _ := netip.ParseAddrPort(r.RemoteAddr)
+	return ap.Addr().Unmap()
 }
 
 func soapOK(w http.ResponseWriter, ns, action, body string) {
@@ -619,7 +652,7 @@ func TestUPnPBadArgs(t *testing.T) {
 		lifetime time.Duration
 		want     error
 	}{
-		{p2pd.TCP, "[::1]:4000", time.Hour, p2pd.ErrBadFamily},
+		{p2pd.TCP, "[::1]:4000", time.Hour, p2pd.ErrInvalid}, // IPv6: a pinhole, for a global address only
 		{p2pd.TCP, "127.0.0.1:0", time.Hour, p2pd.ErrBadPort},
 		{p2pd.Proto(9), "127.0.0.1:4000", time.Hour, p2pd.ErrInvalid},
 		{p2pd.TCP, "127.0.0.1:4000", 0, p2pd.ErrInvalid},

@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -63,7 +64,14 @@ func run(portList, servers string, serveFor time.Duration) error {
 		return err
 	}
 
-	cfg := reach.Config{OnChange: func(e reach.Endpoint) { fmt.Println("changed:", e) }}
+	// Start reports the first round itself (Endpoints below); OnChange
+	// reports what changes later.
+	var started atomic.Bool
+	cfg := reach.Config{OnChange: func(e reach.Endpoint) {
+		if started.Load() {
+			fmt.Println("changed:", e)
+		}
+	}}
 	if servers != "" {
 		cfg.STUN = &stun.Resolver{Servers: strings.Split(servers, ",")}
 	}
@@ -71,6 +79,7 @@ func run(portList, servers string, serveFor time.Duration) error {
 	if err != nil {
 		return err
 	}
+	started.Store(true)
 	for _, e := range m.Endpoints() {
 		fmt.Println(e)
 	}
