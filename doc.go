@@ -46,8 +46,14 @@
 // and UDP, IPv4 and IPv6, client and server. [Listen] opens a server pipe on
 // a bound route, [Dial] a client pipe. Messages reach the pipe's
 // MsgCallback, and subscriptions ([Pipe.Subscribe], [Pipe.Recv]) for code
-// that prefers to pull. TCP messages are whatever one read returns, or
-// framed by newlines or length prefixes ([Framing]).
+// that prefers to pull; a protocol sharing a listener's socket takes its
+// own messages first ([Pipe.Intercept]). TCP messages are whatever one read
+// returns, or framed by newlines or length prefixes ([Framing]).
+//
+// Subpackages add what the core does not need: stun (external addresses,
+// NAT classification), reach (port mappings and pinholes on the home
+// router, each listener's own NAT mapping) and systemd (socket activation,
+// sd_notify).
 //
 // # Limits, faults and statistics
 //
