@@ -156,9 +156,8 @@ func (d *Daemon) open(ctx context.Context, op string, specs []Specific, pol poli
 			closeAll()
 			return nil, lerr
 		}
-		for _, f := range failed {
-			d.logger().Warn("p2pd: bind failed, going on (best effort)", "op", op, "err", f)
-		}
+		// Best effort: the failures are returned with the listeners kept,
+		// not logged as well.
 	}
 	d.mu.Lock()
 	if d.closed {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -410,7 +412,10 @@ func TestListenAllConflict(t *testing.T) {
 		}
 	})
 	t.Run("best effort", func(t *testing.T) {
-		d := &p2pd.Daemon{PipeConfig: p2pd.PipeConfig{OnMsg: dmEchoCB}, BestEffort: true}
+		// What is returned is not logged too: the caller would see it twice.
+		var logged atomic.Int32
+		log := slog.New(recordCounter{&logged})
+		d := &p2pd.Daemon{PipeConfig: p2pd.PipeConfig{OnMsg: dmEchoCB, Logger: log}, BestEffort: true}
 		defer d.Close()
 		var ps []*p2pd.Pipe
 		var err error
@@ -428,8 +433,24 @@ func TestListenAllConflict(t *testing.T) {
 			t.Fatal("UDP 20005 missing")
 		}
 		dmExpectEcho(t, dn.cli, p2pd.TCP, netip.MustParseAddrPort("10.77.0.1:20006"))
+		if n := logged.Load(); n != 0 {
+			t.Fatalf("%d log records for a failure the call returned", n)
+		}
 	})
 }
+
+// recordCounter is a slog.Handler that counts records of level Warn and up.
+type recordCounter struct{ n *atomic.Int32 }
+
+func (h recordCounter) Enabled(context.Context, slog.Level) bool { return true }
+func (h recordCounter) Handle(_ context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelWarn {
+		h.n.Add(1)
+	}
+	return nil
+}
+func (h recordCounter) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h recordCounter) WithGroup(string) slog.Handler      { return h }
 
 // A second live instance is refused with ErrAddrInUse (TCP and UDP); the
 // first goes on serving.

@@ -29,6 +29,10 @@ import (
 // resolving, connecting and the TLS handshake. Errors are *DialError (a
 // nil ctx too: it wraps ErrInvalid); one for a local address in use wraps
 // ErrAddrInUse and the system error.
+//
+// A UDP client pipe whose peer answers with ICMP port unreachable (nothing
+// listens there) ends: its Err and OnEnd's reason wrap
+// syscall.ECONNREFUSED, as a connected net.UDPConn's Read reports it.
 func Dial(ctx context.Context, proto Proto, r Route, host string, port uint16, c *PipeConfig) (*Pipe, error) {
 	var laddr netip.AddrPort
 	fail := func(err error) (*Pipe, error) {

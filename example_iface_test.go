@@ -2,6 +2,7 @@ package p2pd_test
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/p2pd/p2pd"
@@ -49,4 +50,20 @@ func ExampleInterfaces() {
 			fmt.Println(ifc.Name, ifc.Supported())
 		}
 	}
+}
+
+// The seed's port list, [10000, [30000, 30100]], written and parsed.
+func ExamplePorts() {
+	ps := p2pd.Ports{p2pd.Port(10000), p2pd.Range(30000, 30100)}
+	fmt.Println(ps, ps.Count(), ps.Validate())
+
+	parsed, err := p2pd.ParsePorts("10000, 30000-30100")
+	fmt.Println(parsed, err)
+
+	_, err = p2pd.ParsePorts("30100-30000")
+	fmt.Println(errors.Is(err, p2pd.ErrBadPort))
+	// Output:
+	// 10000,30000-30100 102 <nil>
+	// 10000,30000-30100 <nil>
+	// true
 }

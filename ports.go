@@ -34,6 +34,10 @@ type PortRange struct {
 // Port returns the range holding the single port p.
 func Port(p uint16) PortRange { return PortRange{p, p} }
 
+// Range returns the inclusive range start through end (see
+// [PortRange.Validate] for which are valid).
+func Range(start, end uint16) PortRange { return PortRange{Start: start, End: end} }
+
 // Len returns the number of ports in the range (1 for port 0), or 0 when the
 // range is invalid.
 func (r PortRange) Len() int {
@@ -68,7 +72,7 @@ func (r PortRange) String() string {
 // Ports is a list of ports and inclusive port ranges, P2PD's
 // [10000, [30000, 30100]]. Write it as a literal,
 //
-//	p2pd.Ports{p2pd.Port(10000), {30000, 30100}}
+//	p2pd.Ports{p2pd.Port(10000), p2pd.Range(30000, 30100)}
 //
 // or parse it with [ParsePorts]. A valid list is not empty, every entry is
 // valid (see [PortRange.Validate]) and no port appears twice (ranges do not

@@ -57,8 +57,13 @@ func (p *Pipe) udpReadError(err error, delay *time.Duration) (end bool, reason e
 	switch {
 	case p.closed.Load() || p.draining.Load():
 		return true, nil
+	case errors.Is(err, syscall.ECONNREFUSED) && p.server:
+		return false, nil // an ICMP error a sent reply earned: the listener goes on
 	case errors.Is(err, syscall.ECONNREFUSED):
-		return false, nil // ICMP port unreachable on a connected socket: one per datagram sent
+		// A client pipe's peer answered a datagram with ICMP port
+		// unreachable: nothing listens there, as a connected net.UDPConn
+		// reports it.
+		return true, errorf("p2pd: UDP peer %v: %w", p.remote, syscall.ECONNREFUSED)
 	case isTemporary(err):
 		*delay = backoff(*delay)
 		p.cfg.logger().Warn("p2pd: UDP read error, retrying", "addr", p.local, "err", err, "delay", *delay)

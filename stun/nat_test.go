@@ -16,7 +16,7 @@ import (
 func TestNATClassify(t *testing.T) {
 	nn := newNATNet(t)
 	ctx := context.Background()
-	res := &Resolver{Timeout: 500 * time.Millisecond, RTO: 100 * time.Millisecond, Logger: quietLog}
+	res := &Resolver{Timeout: 500 * time.Millisecond, RTO: 100 * time.Millisecond}
 	cases := []struct {
 		host      string
 		nic       string

@@ -41,7 +41,7 @@ func udpListener(t *testing.T) (*p2pd.Pipe, chan []byte) {
 func TestProbe(t *testing.T) {
 	srv := startFakeSTUN(t, "127.0.0.1", natTo("203.0.113.7"))
 	p, got := udpListener(t)
-	r := &Resolver{Timeout: 2 * time.Second, RTO: 50 * time.Millisecond, Logger: quietLog}
+	r := &Resolver{Timeout: 2 * time.Second, RTO: 50 * time.Millisecond}
 	mapped, err := r.ProbeServer(context.Background(), p, srv.Addr)
 	if want := netip.AddrPortFrom(netip.MustParseAddr("203.0.113.7"), p.LocalAddr().Port()); err != nil || mapped != want {
 		t.Fatalf("Probe = %v, %v; want %v", mapped, err, want)
@@ -96,7 +96,7 @@ func TestProbeErrors(t *testing.T) {
 	srv := startFakeSTUN(t, "127.0.0.1", nil)
 	srv.silent.Store(true)
 	p, _ := udpListener(t)
-	r := &Resolver{Timeout: 300 * time.Millisecond, RTO: 50 * time.Millisecond, Logger: quietLog}
+	r := &Resolver{Timeout: 300 * time.Millisecond, RTO: 50 * time.Millisecond}
 	ctx := context.Background()
 	if _, err := r.ProbeServer(ctx, nil, srv.Addr); !errors.Is(err, p2pd.ErrInvalid) {
 		t.Errorf("nil pipe: %v", err)

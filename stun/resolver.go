@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"errors"
-	"log/slog"
 	"net/netip"
 	"slices"
 	"sync"
@@ -78,9 +77,6 @@ type Resolver struct {
 	// cached.
 	TTL, FailTTL time.Duration
 
-	// Logger receives a warning when a lookup fails. Nil: slog.Default().
-	Logger *slog.Logger
-
 	mu    sync.Mutex
 	cache map[netip.Addr]stunEntry
 	now   func() time.Time // tests
@@ -128,13 +124,6 @@ func (r *Resolver) clock() time.Time {
 		return r.now()
 	}
 	return time.Now()
-}
-
-func (r *Resolver) logger() *slog.Logger {
-	if r.Logger != nil {
-		return r.Logger
-	}
-	return slog.Default()
 }
 
 // ExtAddr returns the external IP that the STUN servers agree on for traffic
@@ -205,13 +194,6 @@ func (r *Resolver) cached(nic netip.Addr) (stunEntry, bool) {
 }
 
 func (r *Resolver) store(nic netip.Addr, e stunEntry) {
-	if e.err != nil {
-		level := slog.LevelWarn
-		if se, ok := e.err.(*Error); ok && se.config {
-			level = slog.LevelDebug // a family without servers is a choice
-		}
-		r.logger().Log(context.Background(), level, "p2pd: stun: external address unknown", "nic", nic, "err", e.err)
-	}
 	ttl := cmp.Or(r.TTL, DefaultTTL)
 	if e.err != nil {
 		ttl = cmp.Or(r.FailTTL, DefaultFailTTL)

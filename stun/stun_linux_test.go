@@ -122,7 +122,7 @@ func (nn *natNet) startCoturn(t *testing.T) {
 	}{{"203.0.113.2", stunPublic4}, {"2001:db8:1::2", stunPublic6}} {
 		for {
 			r := &Resolver{Servers: c.servers, Timeout: 300 * time.Millisecond, RTO: 50 * time.Millisecond,
-				TTL: -1, FailTTL: -1, Logger: quietLog}
+				TTL: -1, FailTTL: -1}
 			var err error
 			nn.public.Do(t, func() { _, err = r.ExtAddr(context.Background(), nil, netip.MustParseAddr(c.nic)) })
 			if err == nil {
@@ -183,7 +183,7 @@ func TestSTUNNamespaceNAT(t *testing.T) {
 	nn := newNATNet(t)
 	ctx := context.Background()
 	newRes := func(servers ...string) *Resolver {
-		return &Resolver{Servers: servers, Timeout: time.Second, RTO: 100 * time.Millisecond, Logger: quietLog}
+		return &Resolver{Servers: servers, Timeout: time.Second, RTO: 100 * time.Millisecond}
 	}
 
 	t.Run("routes", func(t *testing.T) {

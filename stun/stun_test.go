@@ -116,7 +116,7 @@ func natTo(ip string) func(netip.AddrPort) netip.AddrPort {
 var quietLog = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func fastResolver(servers ...*fakeSTUN) *Resolver {
-	r := &Resolver{Timeout: 2 * time.Second, RTO: 20 * time.Millisecond, Logger: quietLog}
+	r := &Resolver{Timeout: 2 * time.Second, RTO: 20 * time.Millisecond}
 	for _, s := range servers {
 		r.Servers = append(r.Servers, s.Addr.String())
 	}
@@ -233,7 +233,7 @@ func TestSTUNRefused(t *testing.T) {
 	}
 	dead := c.LocalAddr().String()
 	c.Close()
-	r := &Resolver{Servers: []string{dead}, Timeout: 5 * time.Second, Logger: quietLog}
+	r := &Resolver{Servers: []string{dead}, Timeout: 5 * time.Second}
 	start := time.Now()
 	_, err = r.ExtAddr(context.Background(), nil, lo1)
 	if !errors.Is(err, p2pd.ErrExtUnknown) {
@@ -327,7 +327,6 @@ func TestSTUNConfigErrors(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			c.r.Logger = quietLog
 			_, err := c.r.ExtAddr(context.Background(), nil, lo1)
 			if !errors.Is(err, p2pd.ErrExtUnknown) || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("err = %v, want ErrExtUnknown saying %q", err, c.want)
@@ -459,7 +458,7 @@ func TestErrorText(t *testing.T) {
 	silent := startFakeSTUN(t, "127.0.0.1", nil)
 	silent.silent.Store(true)
 	quick := func(servers ...string) *Resolver {
-		return &Resolver{Servers: servers, Timeout: 200 * time.Millisecond, RTO: 50 * time.Millisecond, Logger: quietLog}
+		return &Resolver{Servers: servers, Timeout: 200 * time.Millisecond, RTO: 50 * time.Millisecond}
 	}
 	cancelled, cancel := context.WithCancel(context.Background())
 	cancel()

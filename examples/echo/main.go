@@ -1,10 +1,11 @@
 // Command echo is an echo daemon: every TCP message and UDP datagram it
-// receives is sent back to its sender. It listens on the default
-// interface (or the loopback one when the machine has no default route), on
-// a port and a small range, over TCP and UDP, in every family the interface
-// serves, IPv6 on both the global and the link-local address.
+// receives is sent back to its sender. It listens on the default interface
+// and on the loopback one (so that a client on the same machine can try
+// it), on a port and a small range, over TCP and UDP, in every family the
+// interfaces serve, IPv6 on both the global and the link-local address.
 //
 //	go run ./examples/echo                 # serve until Ctrl-C (SIGINT) or SIGTERM
+//	echo hello | socat -t1 - TCP:127.0.0.1:7007   # from another shell: prints hello
 //	go run ./examples/echo -for 2s         # serve for 2 seconds, then stop
 //	go run ./examples/echo -ports 9000,9100-9101 -iface eth0
 //
@@ -13,7 +14,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -52,7 +52,7 @@ func run(ifname, portList string, serveFor time.Duration) error {
 	if err != nil {
 		return err
 	}
-	target, err := pickTarget(ifname)
+	targets, err := pickTargets(ifname)
 	if err != nil {
 		return err
 	}
@@ -68,7 +68,7 @@ func run(ifname, portList string, serveFor time.Duration) error {
 	d := new(echoDaemon)
 	d.OnMsg = d // P2PD's "subclass Daemon and define msg_cb"
 	defer d.Close()
-	listeners, err := d.ListenAll(ctx, []p2pd.Target{target}, ps, []p2pd.Proto{p2pd.TCP, p2pd.UDP}, p2pd.AnyFamily)
+	listeners, err := d.ListenAll(ctx, targets, ps, []p2pd.Proto{p2pd.TCP, p2pd.UDP}, p2pd.AnyFamily)
 	if err != nil {
 		return err
 	}
@@ -92,29 +92,35 @@ func run(ifname, portList string, serveFor time.Duration) error {
 	return nil
 }
 
-// pickTarget returns the named interface, else the default one, else the
-// loopback interface, else a loopback route.
-func pickTarget(ifname string) (p2pd.Target, error) {
+// pickTargets returns the named interface, else the default one and the
+// loopback one (either may be missing, not both), else a loopback route.
+func pickTargets(ifname string) ([]p2pd.Target, error) {
 	if ifname != "" {
-		return p2pd.InterfaceByName(ifname)
+		ifc, err := p2pd.InterfaceByName(ifname)
+		if err != nil {
+			return nil, err
+		}
+		return []p2pd.Target{ifc}, nil
 	}
-	if ifc, err := p2pd.DefaultInterface(p2pd.AnyFamily); err == nil && len(ifc.Supported()) > 0 {
-		fmt.Printf("echo: default interface %s\n", ifc.Name)
-		return ifc, nil
-	} else if err != nil {
-		fmt.Printf("echo: no default interface (%v): using the loopback\n", err)
+	var targets []p2pd.Target
+	def, err := p2pd.DefaultInterface(p2pd.AnyFamily)
+	switch {
+	case err != nil:
+		fmt.Printf("echo: no default interface (%v): loopback only\n", err)
+	case len(def.Supported()) > 0 && def.Flags&net.FlagLoopback == 0:
+		fmt.Printf("echo: default interface %s, and loopback\n", def.Name)
+		targets = append(targets, def)
 	}
-	list, err := p2pd.Interfaces()
-	if err == nil {
+	if list, err := p2pd.Interfaces(); err == nil {
 		for i := range list {
 			if list[i].Flags&net.FlagLoopback != 0 && len(list[i].Supported()) > 0 {
-				return &list[i], nil
+				return append(targets, &list[i]), nil
 			}
 		}
 	}
-	if err == nil {
-		err = errors.New("no loopback interface found")
+	if len(targets) > 0 {
+		return targets, nil
 	}
-	fmt.Printf("echo: %v: using 127.0.0.1\n", err)
-	return p2pd.Route{Family: p2pd.IPv4, NIC: []netip.Addr{netip.MustParseAddr("127.0.0.1")}}, nil
+	fmt.Println("echo: no loopback interface found: using 127.0.0.1")
+	return []p2pd.Target{p2pd.Route{Family: p2pd.IPv4, NIC: []netip.Addr{netip.MustParseAddr("127.0.0.1")}}}, nil
 }
