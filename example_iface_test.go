@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 
 	"github.com/p2pd/p2pd"
 )
@@ -46,14 +48,21 @@ func ExampleInterfaces() {
 		return
 	}
 	for _, ifc := range list {
-		if ifc.IsUp() {
-			fmt.Println(ifc.Name, ifc.Supported())
+		if !ifc.IsUp() || ifc.Flags&net.FlagLoopback == 0 {
+			continue // a real program looks at the others: ifc.Name, ifc.Supported(), ifc.Routes4, ...
+		}
+		for _, a := range ifc.Addrs {
+			if a.Addr == netip.MustParseAddr("127.0.0.1") {
+				fmt.Println("loopback:", a.Prefix(), a.Scope())
+			}
 		}
 	}
+	// Output:
+	// loopback: 127.0.0.1/8 loopback
 }
 
 // The seed's port list, [10000, [30000, 30100]], written and parsed.
-func ExamplePorts() {
+func ExampleParsePorts() {
 	ps := p2pd.Ports{p2pd.Port(10000), p2pd.Range(30000, 30100)}
 	fmt.Println(ps, ps.Count(), ps.Validate())
 
