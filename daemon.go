@@ -141,6 +141,7 @@ type Daemon struct {
 	closed    bool
 	own       group        // calls in progress, listeners and the watcher, for Shutdown
 	dog       watcher      // the watchdog of the listeners' blocked UDP batches
+	warns     warnGate     // repeated warnings of the listeners, rate-limited
 	limit     *connLimit   // MaxConns, made with the first listener
 	budget    *budget      // Pipe.MaxBuffered, made with the first listener
 	watch     *addrWatcher // the address watcher, started with the first listener
@@ -186,6 +187,7 @@ func (d *Daemon) callConfig(pol policy) (*PipeConfig, error) {
 	c.ended = d.forget
 	c.group = &d.own
 	c.dog = &d.dog
+	c.warns = &d.warns
 	if d.limit == nil && d.MaxTotalConns >= 0 {
 		d.limit = &connLimit{max: int64(cmp.Or(d.MaxTotalConns, DefaultDaemonMaxConns))}
 	}

@@ -103,6 +103,9 @@ func copyConfig(c *PipeConfig) (*PipeConfig, error) {
 	if cfg.dog == nil {
 		cfg.dog = new(watcher) // the call's own; a Daemon passes its one
 	}
+	if cfg.warns == nil {
+		cfg.warns = new(warnGate) // likewise
+	}
 	if cfg.budget == nil {
 		cfg.budget = cfg.newBudget()
 	}

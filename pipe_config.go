@@ -193,6 +193,7 @@ type PipeConfig struct {
 	ended  func(*Pipe) // the owner's hook for a server pipe that ended, after OnEnd
 	group  *group      // the owner's count of running server pipes, or nil
 	dog    *watcher    // the owner's watchdog of blocked UDP batches
+	warns  *warnGate   // the owner's rate limit of repeated warnings
 	limit  *connLimit  // the owner's cap on connections over all its pipes, or nil
 	budget *budget     // MaxBuffered, shared by a server pipe's connections (a Daemon's listeners); nil: no limit
 }

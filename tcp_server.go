@@ -49,7 +49,9 @@ func (p *Pipe) acceptError(err error, delay *time.Duration) (end bool, reason er
 	if isTemporary(err) {
 		*delay = backoff(*delay)
 		p.stats.acceptErrors.Add(1)
-		p.cfg.logger().Warn("p2pd: accept error, retrying", "addr", p.local, "err", err, "delay", *delay)
+		if ok, held := p.cfg.warns.allow("accept"); ok {
+			p.cfg.logger().Warn("p2pd: accept error, retrying (counted in PipeStats.AcceptErrors)", "addr", p.local, "err", err, "delay", *delay, "since_last_warning", held)
+		}
 		return !p.sleep(*delay), nil
 	}
 	return true, err

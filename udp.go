@@ -66,7 +66,9 @@ func (p *Pipe) udpReadError(err error, delay *time.Duration) (end bool, reason e
 		return true, errorf("p2pd: UDP peer %v: %w", p.remote, syscall.ECONNREFUSED)
 	case isTemporary(err):
 		*delay = backoff(*delay)
-		p.cfg.logger().Warn("p2pd: UDP read error, retrying", "addr", p.local, "err", err, "delay", *delay)
+		if ok, held := p.cfg.warns.allow("udp read"); ok {
+			p.cfg.logger().Warn("p2pd: UDP read error, retrying", "addr", p.local, "err", err, "delay", *delay, "since_last_warning", held)
+		}
 		return !p.sleep(*delay), nil
 	}
 	return true, err
