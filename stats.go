@@ -24,7 +24,7 @@ type PipeStats struct {
 type pipeCounters struct {
 	accepted, rejected, acceptErrors, panics           atomic.Uint64
 	evicted, writeTimeouts, unhandled, shutdownDropped atomic.Uint64
-	overBudget                                         atomic.Uint64
+	overBudget, subDropped                             atomic.Uint64
 }
 
 // Stats returns the pipe's counters.
@@ -44,11 +44,7 @@ func (p *Pipe) Stats() PipeStats {
 	p.mu.Lock()
 	s.Conns = len(p.conns)
 	p.mu.Unlock()
-	if subs := p.subs.Load(); subs != nil {
-		for _, sub := range *subs {
-			s.SubDropped += sub.Dropped()
-		}
-	}
+	s.SubDropped = p.stats.subDropped.Load()
 	if p.ub != nil {
 		s.SendDropped = p.ub.sendDropped()
 	}

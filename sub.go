@@ -152,6 +152,7 @@ func deliverSubs(subs []*Sub, msg []byte, from Peer, p *Pipe) {
 		case s.ch <- Msg{Data: data, From: from, Pipe: p}:
 		default:
 			s.dropped.Add(1)
+			s.p.stats.subDropped.Add(1) // the pipe's counter outlives the subscription
 		}
 	}
 }
