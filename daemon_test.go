@@ -202,7 +202,7 @@ func TestListenAllSeedExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ports := p2pd.Ports{p2pd.Port(10000), {30000, 30100}}
+	ports := p2pd.Ports{p2pd.Port(10000), p2pd.Range(30000, 30100)}
 	d := &p2pd.Daemon{PipeConfig: p2pd.PipeConfig{OnMsg: dmEchoCB}}
 	defer d.Close()
 	var ps []*p2pd.Pipe

@@ -63,7 +63,7 @@ func TestPlanAllSeedCount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ports := p2pd.Ports{p2pd.Port(10000), {30000, 30100}}
+	ports := p2pd.Ports{p2pd.Port(10000), p2pd.Range(30000, 30100)}
 	var d p2pd.Daemon
 	specs, err := d.PlanAll([]p2pd.Target{i, r}, ports, []p2pd.Proto{p2pd.TCP}, p2pd.AnyFamily)
 	if err != nil {

@@ -17,7 +17,7 @@ func TestParsePorts(t *testing.T) {
 		count int
 		err   string // in the error; "" means no error
 	}{
-		{name: "seed", in: "10000,30000-30100", want: p2pd.Ports{p2pd.Port(10000), {30000, 30100}}, count: 102},
+		{name: "seed", in: "10000,30000-30100", want: p2pd.Ports{p2pd.Port(10000), p2pd.Range(30000, 30100)}, count: 102},
 		{name: "single", in: "80", want: p2pd.Ports{p2pd.Port(80)}, count: 1},
 		{name: "spaces", in: " 80 , 90 - 91 ", want: p2pd.Ports{p2pd.Port(80), {90, 91}}, count: 3},
 		{name: "bounds", in: "1,65535", want: p2pd.Ports{p2pd.Port(1), p2pd.Port(65535)}, count: 2},
@@ -70,7 +70,7 @@ func TestParsePorts(t *testing.T) {
 // The seed says [10000, [30000, 30100]] makes 101 ports; inclusive ranges
 // make it 102. This pins the exact count.
 func TestPortsSeedCount(t *testing.T) {
-	ps := p2pd.Ports{p2pd.Port(10000), {30000, 30100}}
+	ps := p2pd.Ports{p2pd.Port(10000), p2pd.Range(30000, 30100)}
 	if got := ps.Count(); got != 102 {
 		t.Fatalf("Count = %d, want 102 (1 + 101 inclusive)", got)
 	}
