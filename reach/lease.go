@@ -10,10 +10,10 @@ import (
 	"github.com/p2pd/p2pd/internal/errtext"
 )
 
-// Lease is one port mapping a gateway granted: traffic to External reaches
+// lease is one port mapping a gateway granted: traffic to External reaches
 // Internal until Granted+Lifetime, unless renewed. For IPv6 it is a
 // pinhole in the gateway's firewall: External is Internal.
-type Lease struct {
+type lease struct {
 	Protocol string         // "pcp", "nat-pmp" or "upnp"
 	Proto    p2pd.Proto     // TCP or UDP
 	Internal netip.AddrPort // the listener's LAN address and port
@@ -42,9 +42,9 @@ type gateway interface {
 	// Map asks for (or renews, when prev is non-nil and its protocol's)
 	// a mapping of internal, suggesting external port want (0: any), for
 	// lifetime.
-	Map(ctx context.Context, proto p2pd.Proto, internal netip.AddrPort, want uint16, lifetime time.Duration, prev *Lease) (Lease, error)
+	Map(ctx context.Context, proto p2pd.Proto, internal netip.AddrPort, want uint16, lifetime time.Duration, prev *lease) (lease, error)
 	// Unmap deletes a mapping Map made.
-	Unmap(ctx context.Context, l Lease) error
+	Unmap(ctx context.Context, l lease) error
 }
 
 // Errors of port mapping. Test for them with errors.Is.

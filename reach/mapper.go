@@ -92,7 +92,7 @@ type Mapper struct {
 // side is the Mapper's view of one family's gateway.
 // state is what the Mapper knows of one listener.
 type state struct {
-	lease    *Lease
+	lease    *lease
 	leaseErr error
 	stun     netip.AddrPort
 	stunAt   time.Time
@@ -280,7 +280,7 @@ func (m *Mapper) visit(ctx context.Context, e p2pd.Endpoint) (lost bool) {
 	if !due {
 		return false
 	}
-	var lease *Lease
+	var lease *lease
 	var leaseErr error
 	if sd, internal, ok := m.mappable(e); ok {
 		l, err, gone := m.mapOne(ctx, sd, e.Proto, internal, prev)
@@ -360,7 +360,7 @@ func (m *Mapper) changed(ep Endpoint) {
 // address of the interface toward it for IPv6.
 // sideOf is the side a lease was made on.
 // unmap deletes a lease, within Timeout.
-func (m *Mapper) unmap(l *Lease) {
+func (m *Mapper) unmap(l *lease) {
 	ctx, cancel := context.WithTimeout(context.Background(), m.timeout())
 	defer cancel()
 	g, err := m.client(ctx, m.sideOf(l), l.Protocol, l.Internal.Addr())
@@ -378,7 +378,7 @@ func (m *Mapper) unmapAll() { m.forget(func(*p2pd.Pipe) bool { return true }) }
 // forget drops the listeners gone says are gone, and deletes their leases.
 func (m *Mapper) forget(gone func(*p2pd.Pipe) bool) {
 	m.mu.Lock()
-	var ls []*Lease
+	var ls []*lease
 	for p, s := range m.states {
 		if gone(p) {
 			if s.lease != nil {

@@ -20,35 +20,35 @@ import (
 type fakeGateway struct {
 	name  string
 	mu    sync.Mutex
-	maps  map[string]Lease // by proto/internal
+	maps  map[string]lease // by proto/internal
 	fail  error            // every Map fails with it
 	epoch uint32
 	calls int
 }
 
 func newFake(name string) *fakeGateway {
-	return &fakeGateway{name: name, maps: map[string]Lease{}, epoch: 1000}
+	return &fakeGateway{name: name, maps: map[string]lease{}, epoch: 1000}
 }
 
 func (f *fakeGateway) Protocol() string { return f.name }
 
 func key(proto p2pd.Proto, a netip.AddrPort) string { return fmt.Sprint(proto, a) }
 
-func (f *fakeGateway) Map(ctx context.Context, proto p2pd.Proto, internal netip.AddrPort, want uint16, lifetime time.Duration, prev *Lease) (Lease, error) {
+func (f *fakeGateway) Map(ctx context.Context, proto p2pd.Proto, internal netip.AddrPort, want uint16, lifetime time.Duration, prev *lease) (lease, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls++
 	if f.fail != nil {
-		return Lease{}, &MapError{Protocol: f.name, Err: f.fail}
+		return lease{}, &MapError{Protocol: f.name, Err: f.fail}
 	}
 	f.epoch++
-	l := Lease{Protocol: f.name, Proto: proto, Internal: internal, Lifetime: lifetime, Granted: time.Now(), Epoch: f.epoch,
+	l := lease{Protocol: f.name, Proto: proto, Internal: internal, Lifetime: lifetime, Granted: time.Now(), Epoch: f.epoch,
 		External: netip.AddrPortFrom(netip.MustParseAddr("203.0.113.1"), internal.Port()+10000)}
 	f.maps[key(proto, internal)] = l
 	return l, nil
 }
 
-func (f *fakeGateway) Unmap(ctx context.Context, l Lease) error {
+func (f *fakeGateway) Unmap(ctx context.Context, l lease) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.maps, key(l.Proto, l.Internal))
@@ -59,7 +59,7 @@ func (f *fakeGateway) Unmap(ctx context.Context, l Lease) error {
 func (f *fakeGateway) restart() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.maps = map[string]Lease{}
+	f.maps = map[string]lease{}
 	f.epoch = 0
 }
 

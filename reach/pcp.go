@@ -25,7 +25,7 @@ const (
 )
 
 // pcpClient is a PCP client of one gateway. It keeps no state between
-// calls: a mapping's nonce travels in its Lease.
+// calls: a mapping's nonce travels in its lease.
 type pcpClient struct{ ctlTransport }
 
 var _ gateway = (*pcpClient)(nil)
@@ -39,14 +39,14 @@ func (*pcpClient) Protocol() string { return "pcp" }
 // Map asks for a mapping of internal's port to external port want (0: any),
 // for lifetime. Renewing prev reuses its nonce and suggests its external
 // address, and its port when want is 0.
-func (p *pcpClient) Map(ctx context.Context, proto p2pd.Proto, internal netip.AddrPort, want uint16, lifetime time.Duration, prev *Lease) (Lease, error) {
+func (p *pcpClient) Map(ctx context.Context, proto p2pd.Proto, internal netip.AddrPort, want uint16, lifetime time.Duration, prev *lease) (lease, error) {
 	q := pcpQuery{internal: internal.Port(), external: want}
 	var err error
 	if q.proto, err = pcpProtocol(proto, internal.Port()); err != nil {
-		return Lease{}, p.fail(err)
+		return lease{}, p.fail(err)
 	}
 	if q.lifetime, err = leaseSeconds(lifetime); err != nil {
-		return Lease{}, p.fail(err)
+		return lease{}, p.fail(err)
 	}
 	if prev != nil && prev.Protocol == p.Protocol() {
 		q.nonce = prev.nonce
@@ -59,12 +59,12 @@ func (p *pcpClient) Map(ctx context.Context, proto p2pd.Proto, internal netip.Ad
 	}
 	r, granted, err := p.ask(ctx, q)
 	if err != nil {
-		return Lease{}, err
+		return lease{}, err
 	}
 	if r.external == 0 || r.lifetime == 0 || !r.extIP.IsValid() || r.extIP.IsUnspecified() {
-		return Lease{}, p.fail(fmt.Errorf("%w: granted %v for %d s", ErrRefused, netip.AddrPortFrom(r.extIP, r.external), r.lifetime))
+		return lease{}, p.fail(fmt.Errorf("%w: granted %v for %d s", ErrRefused, netip.AddrPortFrom(r.extIP, r.external), r.lifetime))
 	}
-	return Lease{
+	return lease{
 		Protocol: p.Protocol(),
 		Proto:    proto,
 		Internal: internal,
@@ -77,7 +77,7 @@ func (p *pcpClient) Map(ctx context.Context, proto p2pd.Proto, internal netip.Ad
 }
 
 // Unmap deletes l: lifetime 0 and l's nonce (RFC 6887 §15).
-func (p *pcpClient) Unmap(ctx context.Context, l Lease) error {
+func (p *pcpClient) Unmap(ctx context.Context, l lease) error {
 	q := pcpQuery{nonce: l.nonce, internal: l.Internal.Port(), external: l.External.Port(), suggest: l.External.Addr()}
 	var err error
 	if q.proto, err = pcpProtocol(l.Proto, l.Internal.Port()); err != nil {

@@ -100,7 +100,7 @@ func TestPCPMap(t *testing.T) {
 			t.Fatal(err)
 		}
 		r := parsePCPReq(t, f.next(t))
-		want := Lease{Protocol: "pcp", Proto: c.proto, Internal: internal,
+		want := lease{Protocol: "pcp", Proto: c.proto, Internal: internal,
 			External: netip.AddrPortFrom(ctlExtIP, 6000), Lifetime: time.Hour, Epoch: pcpEpoch, Granted: l.Granted, nonce: r.nonce}
 		if l != want {
 			t.Errorf("lease %+v, want %+v", l, want)
@@ -152,7 +152,7 @@ func TestPCPRenew(t *testing.T) {
 	if fresh := parsePCPReq(t, f.next(t)); fresh.nonce == first.nonce {
 		t.Error("a new mapping reuses a nonce")
 	}
-	pmpLease := Lease{Protocol: "nat-pmp", Proto: p2pd.UDP, Internal: internal, External: l.External}
+	pmpLease := lease{Protocol: "nat-pmp", Proto: p2pd.UDP, Internal: internal, External: l.External}
 	if _, err := p.Map(ctx, p2pd.UDP, internal, 0, time.Hour, &pmpLease); err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +170,7 @@ func TestPCPUnmap(t *testing.T) {
 		return [][]byte{pcpAnswer(req, 0)}
 	})
 	p := testPCP(f.port(), 10*time.Second)
-	l := Lease{Protocol: "pcp", Proto: p2pd.TCP, Internal: netip.AddrPortFrom(ctlLoopback, 5000), External: netip.AddrPortFrom(ctlExtIP, 6000)}
+	l := lease{Protocol: "pcp", Proto: p2pd.TCP, Internal: netip.AddrPortFrom(ctlLoopback, 5000), External: netip.AddrPortFrom(ctlExtIP, 6000)}
 	l.nonce = [12]byte(bytes.Repeat([]byte{7}, 12))
 	if err := p.Unmap(context.Background(), l); err != nil {
 		t.Fatal(err)

@@ -211,35 +211,35 @@ func (p *pmpClient) ExternalAddr(ctx context.Context) (netip.Addr, uint32, error
 
 // Map asks for a mapping of internal's port to external port want (0: any;
 // a renewal suggests prev's), for lifetime.
-func (p *pmpClient) Map(ctx context.Context, proto p2pd.Proto, internal netip.AddrPort, want uint16, lifetime time.Duration, prev *Lease) (Lease, error) {
+func (p *pmpClient) Map(ctx context.Context, proto p2pd.Proto, internal netip.AddrPort, want uint16, lifetime time.Duration, prev *lease) (lease, error) {
 	op, err := pmpOpcode(proto, internal.Port())
 	if err != nil {
-		return Lease{}, p.fail(err)
+		return lease{}, p.fail(err)
 	}
 	secs, err := leaseSeconds(lifetime)
 	if err != nil {
-		return Lease{}, p.fail(err)
+		return lease{}, p.fail(err)
 	}
 	if want == 0 && prev != nil && prev.Protocol == p.Protocol() && prev.Proto == proto {
 		want = prev.External.Port()
 	}
 	s, err := p.open4(ctx)
 	if err != nil {
-		return Lease{}, err
+		return lease{}, err
 	}
 	defer s.close()
 	ip, _, err := p.external(s)
 	if err != nil {
-		return Lease{}, err
+		return lease{}, err
 	}
 	r, granted, err := p.mapping(s, op, internal.Port(), want, secs)
 	if err != nil {
-		return Lease{}, err
+		return lease{}, err
 	}
 	if r.external == 0 || r.lifetime == 0 {
-		return Lease{}, p.fail(fmt.Errorf("%w: granted port %d for %d s", ErrRefused, r.external, r.lifetime))
+		return lease{}, p.fail(fmt.Errorf("%w: granted port %d for %d s", ErrRefused, r.external, r.lifetime))
 	}
-	return Lease{
+	return lease{
 		Protocol: p.Protocol(),
 		Proto:    proto,
 		Internal: internal,
@@ -251,7 +251,7 @@ func (p *pmpClient) Map(ctx context.Context, proto p2pd.Proto, internal netip.Ad
 }
 
 // Unmap deletes l: lifetime 0 and external port 0 (RFC 6886 §3.4).
-func (p *pmpClient) Unmap(ctx context.Context, l Lease) error {
+func (p *pmpClient) Unmap(ctx context.Context, l lease) error {
 	op, err := pmpOpcode(l.Proto, l.Internal.Port())
 	if err != nil {
 		return p.fail(err)

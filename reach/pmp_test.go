@@ -176,7 +176,7 @@ func TestPMPMap(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := Lease{Protocol: "nat-pmp", Proto: c.proto, Internal: internal,
+		want := lease{Protocol: "nat-pmp", Proto: c.proto, Internal: internal,
 			External: netip.AddrPortFrom(ctlExtIP, 6000), Lifetime: time.Hour, Epoch: pmpEpoch, Granted: l.Granted}
 		if l != want {
 			t.Errorf("lease %+v, want %+v", l, want)
@@ -208,7 +208,7 @@ func TestPMPRenew(t *testing.T) {
 	f := startFakeCtl(t, pmpServer)
 	p := testPMP(f.port(), 10*time.Second)
 	internal := netip.AddrPortFrom(ctlLoopback, 5000)
-	prev := Lease{Protocol: "nat-pmp", Proto: p2pd.UDP, Internal: internal, External: netip.AddrPortFrom(ctlExtIP, 41234)}
+	prev := lease{Protocol: "nat-pmp", Proto: p2pd.UDP, Internal: internal, External: netip.AddrPortFrom(ctlExtIP, 41234)}
 	l, err := p.Map(context.Background(), p2pd.UDP, internal, 0, time.Minute, &prev)
 	if err != nil {
 		t.Fatal(err)
@@ -225,7 +225,7 @@ func TestPMPRenew(t *testing.T) {
 func TestPMPUnmap(t *testing.T) {
 	f := startFakeCtl(t, pmpServer)
 	p := testPMP(f.port(), 10*time.Second)
-	l := Lease{Protocol: "nat-pmp", Proto: p2pd.TCP, Internal: netip.AddrPortFrom(ctlLoopback, 5000), External: netip.AddrPortFrom(ctlExtIP, 6000)}
+	l := lease{Protocol: "nat-pmp", Proto: p2pd.TCP, Internal: netip.AddrPortFrom(ctlLoopback, 5000), External: netip.AddrPortFrom(ctlExtIP, 6000)}
 	if err := p.Unmap(context.Background(), l); err != nil {
 		t.Fatal(err)
 	}

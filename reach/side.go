@@ -61,12 +61,12 @@ func (m *Mapper) mappable(e p2pd.Endpoint) (*side, netip.AddrPort, bool) {
 	return s, netip.AddrPortFrom(ip, e.Local.Port()), true
 }
 
-func (m *Mapper) mapOne(ctx context.Context, s *side, proto p2pd.Proto, internal netip.AddrPort, prev *Lease) (Lease, error, bool) {
+func (m *Mapper) mapOne(ctx context.Context, s *side, proto p2pd.Proto, internal netip.AddrPort, prev *lease) (lease, error, bool) {
 	if s.routeErr != nil {
 		m.route(m) // the network may have come up
 	}
 	if s.routeErr != nil {
-		return Lease{}, errtext.Errorf("%w: %w", ErrNoMapping, s.routeErr), false
+		return lease{}, errtext.Errorf("%w: %w", ErrNoMapping, s.routeErr), false
 	}
 	if !internal.Addr().IsValid() {
 		internal = netip.AddrPortFrom(s.lan, internal.Port())
@@ -77,12 +77,12 @@ func (m *Mapper) mapOne(ctx context.Context, s *side, proto p2pd.Proto, internal
 			return l, nil, m.epochCheck(s, l)
 		}
 		if !errors.Is(err, ErrNoGateway) {
-			return Lease{}, errtext.Errorf("%w: %w", ErrNoMapping, err), false
+			return lease{}, errtext.Errorf("%w: %w", ErrNoMapping, err), false
 		}
 		s.chosen = "" // it stopped answering: choose again
 	}
 	if s.pickErr != nil && time.Now().Before(s.nextPick) {
-		return Lease{}, s.pickErr, false
+		return lease{}, s.pickErr, false
 	}
 	var errs []error
 	for _, name := range m.protos {
@@ -95,19 +95,19 @@ func (m *Mapper) mapOne(ctx context.Context, s *side, proto p2pd.Proto, internal
 			return l, nil, m.epochCheck(s, l)
 		}
 		if ctx.Err() != nil {
-			return Lease{}, ctx.Err(), false
+			return lease{}, ctx.Err(), false
 		}
 		errs = append(errs, err)
 	}
 	s.pickErr = errtext.Errorf("%w from %v: %w", ErrNoMapping, s.gwIP, errors.Join(errs...))
 	s.nextPick = time.Now().Add(m.refresh())
-	return Lease{}, s.pickErr, false
+	return lease{}, s.pickErr, false
 }
 
-func (m *Mapper) try(ctx context.Context, s *side, name string, proto p2pd.Proto, internal netip.AddrPort, prev *Lease) (Lease, error) {
+func (m *Mapper) try(ctx context.Context, s *side, name string, proto p2pd.Proto, internal netip.AddrPort, prev *lease) (lease, error) {
 	g, err := m.client(ctx, s, name, internal.Addr())
 	if err != nil {
-		return Lease{}, err
+		return lease{}, err
 	}
 	if prev != nil && prev.Protocol != name {
 		prev = nil
@@ -121,7 +121,7 @@ func (m *Mapper) try(ctx context.Context, s *side, name string, proto p2pd.Proto
 	return g.Map(rctx, proto, internal, want, m.lifetime(), prev)
 }
 
-func (m *Mapper) epochCheck(s *side, l Lease) bool {
+func (m *Mapper) epochCheck(s *side, l lease) bool {
 	if l.Protocol == "upnp" {
 		return false // no epoch: the renewal re-creates what was lost
 	}
@@ -214,7 +214,7 @@ func (s *side) find(gw netip.Addr) {
 	s.routeErr = fmt.Errorf("no address of this host to reach gateway %v from", gw)
 }
 
-func (m *Mapper) sideOf(l *Lease) *side {
+func (m *Mapper) sideOf(l *lease) *side {
 	if l.Internal.Addr().Is6() {
 		return m.v6
 	}

@@ -268,7 +268,7 @@ func upnpSameHost(a, b *url.URL) bool {
 // internal address it opens a pinhole instead (see pinholeOnce). It
 // retries once, after finding the IGD again, if the IGD could not be
 // reached.
-func (c *upnpClient) Map(ctx context.Context, proto p2pd.Proto, internal netip.AddrPort, want uint16, lifetime time.Duration, prev *Lease) (Lease, error) {
+func (c *upnpClient) Map(ctx context.Context, proto p2pd.Proto, internal netip.AddrPort, want uint16, lifetime time.Duration, prev *lease) (lease, error) {
 	once := c.mapOnce
 	if a := internal.Addr(); a.Is6() && !a.Is4In6() {
 		once = c.pinholeOnce
@@ -282,27 +282,27 @@ func (c *upnpClient) Map(ctx context.Context, proto p2pd.Proto, internal netip.A
 	return l, err
 }
 
-func (c *upnpClient) mapOnce(ctx context.Context, proto p2pd.Proto, internal netip.AddrPort, want uint16, lifetime time.Duration, prev *Lease) (Lease, error) {
+func (c *upnpClient) mapOnce(ctx context.Context, proto p2pd.Proto, internal netip.AddrPort, want uint16, lifetime time.Duration, prev *lease) (lease, error) {
 	name, err := upnpProto(proto)
 	if err != nil {
-		return Lease{}, err
+		return lease{}, err
 	}
 	in, err := c.internalAddr(internal)
 	if err != nil {
-		return Lease{}, err
+		return lease{}, err
 	}
 	if lifetime <= 0 {
-		return Lease{}, &MapError{Protocol: "upnp", Err: fmt.Errorf("%w: lifetime %v", p2pd.ErrInvalid, lifetime)}
+		return lease{}, &MapError{Protocol: "upnp", Err: fmt.Errorf("%w: lifetime %v", p2pd.ErrInvalid, lifetime)}
 	}
 	c.mu.Lock()
 	conn, permanent := c.conn, c.permanent
 	c.mu.Unlock()
 	if conn == nil {
-		return Lease{}, &MapError{Protocol: "upnp", Err: upnpNoService("WAN connection service")}
+		return lease{}, &MapError{Protocol: "upnp", Err: upnpNoService("WAN connection service")}
 	}
 	ext, err := c.external(ctx, conn)
 	if err != nil {
-		return Lease{}, err
+		return lease{}, err
 	}
 	port := want
 	if port == 0 {
@@ -317,9 +317,9 @@ func (c *upnpClient) mapOnce(ctx context.Context, proto p2pd.Proto, internal net
 	}
 	port, secs, err = c.add(ctx, conn, name, port, in, secs)
 	if err != nil {
-		return Lease{}, err
+		return lease{}, err
 	}
-	return Lease{
+	return lease{
 		Protocol: "upnp",
 		Proto:    proto,
 		Internal: in,
@@ -383,7 +383,7 @@ func (c *upnpClient) addPort(ctx context.Context, conn wanConn, name string, por
 
 // Unmap deletes l's mapping or pinhole. One the IGD no longer has is gone:
 // no error.
-func (c *upnpClient) Unmap(ctx context.Context, l Lease) error {
+func (c *upnpClient) Unmap(ctx context.Context, l lease) error {
 	ext := l.External.Addr()
 	if l.Protocol != "upnp" || l.External.Port() == 0 || !l.pinhole && ext.Is6() && !ext.Is4In6() {
 		return &MapError{Protocol: "upnp", Err: fmt.Errorf("%w: not a UPnP lease", p2pd.ErrInvalid)}

@@ -124,26 +124,26 @@ func (c *upnpClient) forgetPinhole(id uint16, k pinholeKey) {
 // *MapError: ErrNoGateway when the IGD offers no IPv6 firewall control,
 // ErrRefused when its firewall is off or allows no inbound pinhole (no
 // pinhole is needed, or none can be had), or it refused.
-func (c *upnpClient) pinholeOnce(ctx context.Context, proto p2pd.Proto, internal netip.AddrPort, _ uint16, lifetime time.Duration, prev *Lease) (Lease, error) {
+func (c *upnpClient) pinholeOnce(ctx context.Context, proto p2pd.Proto, internal netip.AddrPort, _ uint16, lifetime time.Duration, prev *lease) (lease, error) {
 	num, err := pinholeProto(proto)
 	if err != nil {
-		return Lease{}, err
+		return lease{}, err
 	}
 	in, err := pinholeAddr(internal)
 	if err != nil {
-		return Lease{}, err
+		return lease{}, err
 	}
 	if lifetime <= 0 {
-		return Lease{}, &MapError{Protocol: "upnp", Err: fmt.Errorf("%w: lifetime %v", p2pd.ErrInvalid, lifetime)}
+		return lease{}, &MapError{Protocol: "upnp", Err: fmt.Errorf("%w: lifetime %v", p2pd.ErrInvalid, lifetime)}
 	}
 	c.mu.Lock()
 	fw := c.fw
 	c.mu.Unlock()
 	if fw == nil {
-		return Lease{}, &MapError{Protocol: "upnp", Err: upnpNoFirewall}
+		return lease{}, &MapError{Protocol: "upnp", Err: upnpNoFirewall}
 	}
 	if err := c.firewallOpen(ctx, fw); err != nil {
-		return Lease{}, err
+		return lease{}, err
 	}
 	secs := min(upnpLeaseSeconds(lifetime), upnpPinholeMaxLease)
 	k := pinholeKey{proto, in}
@@ -162,7 +162,7 @@ func (c *upnpClient) pinholeOnce(ctx context.Context, proto p2pd.Proto, internal
 		case err == nil:
 			id, renewed = prev.pinholeID, true
 		case !errors.Is(err, ErrRefused):
-			return Lease{}, err
+			return lease{}, err
 		}
 		// 704, or what miniupnpd-nftables answers for an ID it lost: 402
 		// (or 606).
@@ -176,11 +176,11 @@ func (c *upnpClient) pinholeOnce(ctx context.Context, proto p2pd.Proto, internal
 			return err
 		})
 		if err != nil {
-			return Lease{}, err
+			return lease{}, err
 		}
 	}
 	c.notePinhole(fw, id, k)
-	return Lease{
+	return lease{
 		Protocol:  "upnp",
 		Proto:     proto,
 		Internal:  in,
@@ -230,7 +230,7 @@ func (c *upnpClient) firewallOpen(ctx context.Context, fw firewallConn) error {
 // or miniupnpd-nftables' 402 (its lookup of an unknown ID finds an empty
 // address, which fails as an argument), or an ID the IGD gave another
 // pinhole since (which is not deleted).
-func (c *upnpClient) unpinhole(ctx context.Context, l Lease) error {
+func (c *upnpClient) unpinhole(ctx context.Context, l lease) error {
 	c.mu.Lock()
 	fw := c.fw
 	c.mu.Unlock()

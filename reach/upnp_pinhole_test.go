@@ -220,7 +220,7 @@ func pinholeWantAdd(t *testing.T, c soapCall, client, port, proto, lease string)
 	}
 }
 
-func pinholeWantLease(t *testing.T, l Lease, proto p2pd.Proto, internal netip.AddrPort, lifetime time.Duration, id uint16) {
+func pinholeWantLease(t *testing.T, l lease, proto p2pd.Proto, internal netip.AddrPort, lifetime time.Duration, id uint16) {
 	t.Helper()
 	if l.Protocol != "upnp" || l.Proto != proto || l.Internal != internal || l.External != internal ||
 		l.Lifetime != lifetime || l.Granted.IsZero() || !l.pinhole || l.pinholeID != id {
@@ -387,7 +387,7 @@ func TestUPnPPinholeIDReused(t *testing.T) {
 	if n := len(g.actions("DeletePinhole")); n != 0 {
 		t.Errorf("DeletePinhole calls = %d for a lease whose ID is another's", n)
 	}
-	for _, l := range []Lease{a2, b2} {
+	for _, l := range []lease{a2, b2} {
 		if err := c.Unmap(ctx, l); err != nil {
 			t.Errorf("Unmap %v: %v", l.Internal, err)
 		}
@@ -580,7 +580,7 @@ func TestUPnPPinholeNoService(t *testing.T) {
 		if n := g.descriptions(); n != descs {
 			t.Errorf("the description was read %d more times: searched again", n-descs)
 		}
-		if err := c.Unmap(ctx, Lease{Protocol: "upnp", Proto: p2pd.TCP, Internal: pinholeTestAddr, External: pinholeTestAddr, pinhole: true}); !errors.Is(err, ErrNoGateway) {
+		if err := c.Unmap(ctx, lease{Protocol: "upnp", Proto: p2pd.TCP, Internal: pinholeTestAddr, External: pinholeTestAddr, pinhole: true}); !errors.Is(err, ErrNoGateway) {
 			t.Errorf("Unmap: %v, want ErrNoGateway", err)
 		}
 		if _, err := c.Map(ctx, p2pd.TCP, netip.MustParseAddrPort("127.0.0.1:4000"), 0, time.Hour, nil); err != nil {
@@ -661,7 +661,7 @@ func TestUPnPPinholeBadArgs(t *testing.T) {
 		upnpCheckText(t, err)
 	}
 	// An IPv6 lease that is no pinhole is none of ours.
-	if err := c.Unmap(ctx, Lease{Protocol: "upnp", Proto: p2pd.TCP, External: pinholeTestAddr}); !errors.Is(err, p2pd.ErrInvalid) {
+	if err := c.Unmap(ctx, lease{Protocol: "upnp", Proto: p2pd.TCP, External: pinholeTestAddr}); !errors.Is(err, p2pd.ErrInvalid) {
 		t.Errorf("Unmap of an IPv6 lease that is no pinhole: %v", err)
 	}
 	g.mu.Lock()

@@ -663,7 +663,7 @@ func TestUPnPBadArgs(t *testing.T) {
 			t.Errorf("Map(%v, %s, %v): %v, want %v", tc.proto, tc.internal, tc.lifetime, err, tc.want)
 		}
 	}
-	if err := c.Unmap(ctx, Lease{Protocol: "pcp", Proto: p2pd.TCP, External: netip.MustParseAddrPort("203.0.113.1:4000")}); !errors.Is(err, p2pd.ErrInvalid) {
+	if err := c.Unmap(ctx, lease{Protocol: "pcp", Proto: p2pd.TCP, External: netip.MustParseAddrPort("203.0.113.1:4000")}); !errors.Is(err, p2pd.ErrInvalid) {
 		t.Errorf("Unmap of a PCP lease: %v", err)
 	}
 	if n := len(g.actions("AddPortMapping")); n != 0 {
