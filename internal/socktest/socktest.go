@@ -7,6 +7,7 @@ package socktest
 
 import (
 	"bytes"
+	"errors"
 	"net"
 	"net/netip"
 	"os"
@@ -62,9 +63,20 @@ func Loopback(t testing.TB) (names []string, addrs []netip.AddrPort, files []*os
 
 // Named returns f's descriptor as a file named name, as a service manager
 // names what it passes, and closes f. The file is closed when the test ends.
+//
+// It reads f's descriptor through SyscallConn, not f.Fd(): Fd makes the
+// socket blocking, for every duplicate of it, and a listener already served
+// from another duplicate would then block in accept(2) for good.
 func Named(t testing.TB, f *os.File, name string) *os.File {
 	t.Helper()
-	fd, err := unix.Dup(int(f.Fd()))
+	rc, err := f.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd := -1
+	if cerr := rc.Control(func(u uintptr) { fd, err = unix.Dup(int(u)) }); cerr != nil {
+		err = cerr
+	}
 	f.Close()
 	if err != nil {
 		t.Fatal(err)
@@ -125,5 +137,9 @@ func CheckFree(t testing.TB, names []string, addrs []netip.AddrPort) {
 	}
 }
 
-// IsClosed reports whether f has been closed.
-func IsClosed(f *os.File) bool { return f.Fd() == ^uintptr(0) }
+// IsClosed reports whether f has been closed. (Fd on an open file would
+// make it blocking; on a closed one it only says so.)
+func IsClosed(f *os.File) bool {
+	_, err := f.Stat()
+	return errors.Is(err, os.ErrClosed)
+}
