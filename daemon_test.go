@@ -414,7 +414,7 @@ func TestListenAllConflict(t *testing.T) {
 	t.Run("best effort", func(t *testing.T) {
 		// What is returned is not logged too: the caller would see it twice.
 		var logged atomic.Int32
-		log := slog.New(recordCounter{&logged})
+		log := slog.New(p2pd.NewLevelCounter(slog.LevelWarn, &logged))
 		d := &p2pd.Daemon{PipeConfig: p2pd.PipeConfig{OnMsg: dmEchoCB, Logger: log}, BestEffort: true}
 		defer d.Close()
 		var ps []*p2pd.Pipe
@@ -438,19 +438,6 @@ func TestListenAllConflict(t *testing.T) {
 		}
 	})
 }
-
-// recordCounter is a slog.Handler that counts records of level Warn and up.
-type recordCounter struct{ n *atomic.Int32 }
-
-func (h recordCounter) Enabled(context.Context, slog.Level) bool { return true }
-func (h recordCounter) Handle(_ context.Context, r slog.Record) error {
-	if r.Level >= slog.LevelWarn {
-		h.n.Add(1)
-	}
-	return nil
-}
-func (h recordCounter) WithAttrs([]slog.Attr) slog.Handler { return h }
-func (h recordCounter) WithGroup(string) slog.Handler      { return h }
 
 // A second live instance is refused with ErrAddrInUse (TCP and UDP); the
 // first goes on serving.

@@ -76,21 +76,17 @@ func defaultIndex(f Family) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	best, bestPrio := 0, uint32(0)
-	for _, r := range routes {
-		if r.Family != af || r.DstLen != 0 || r.Table != rtnl.TableMain || r.Type != rtnl.TypeUnicast {
-			continue
-		}
-		idx := int(r.OutIndex)
-		if idx == 0 && len(r.Nexthops) > 0 {
-			idx = int(r.Nexthops[0].OutIndex)
-		}
-		if idx != 0 && (best == 0 || r.Priority < bestPrio) {
-			best, bestPrio = idx, r.Priority
-		}
-	}
-	if best == 0 {
+	r, ok := rtnl.BestDefault(routes, af, func(r rtnl.Route) bool { return outIndex(r) != 0 })
+	if !ok {
 		return 0, ErrNoDefaultRoute
 	}
-	return best, nil
+	return outIndex(r), nil
+}
+
+// outIndex is a route's output interface, or its first next hop's.
+func outIndex(r rtnl.Route) int {
+	if r.OutIndex == 0 && len(r.Nexthops) > 0 {
+		return int(r.Nexthops[0].OutIndex)
+	}
+	return int(r.OutIndex)
 }

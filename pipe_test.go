@@ -585,3 +585,19 @@ func TestSocketOptions(t *testing.T) {
 	}
 	cli.Close()
 }
+
+// levelCounter is a slog.Handler that counts records of level min and up.
+type levelCounter struct {
+	min slog.Level
+	n   *atomic.Int32
+}
+
+func (h levelCounter) Enabled(_ context.Context, l slog.Level) bool { return true }
+func (h levelCounter) Handle(_ context.Context, r slog.Record) error {
+	if r.Level >= h.min {
+		h.n.Add(1)
+	}
+	return nil
+}
+func (h levelCounter) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h levelCounter) WithGroup(string) slog.Handler      { return h }

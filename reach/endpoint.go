@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/p2pd/p2pd"
+	"github.com/p2pd/p2pd/internal/errtext"
 )
 
 // Source says where an external address came from.
@@ -69,7 +70,7 @@ func (e Endpoint) String() string {
 	s := fmt.Sprintf("%v %v %v", e.Proto, e.Family, e.Local)
 	if len(e.External) == 0 {
 		if e.Err != nil {
-			return s + ": " + trim(e.Err)
+			return s + ": " + errtext.Trim(e.Err)
 		}
 		return s + ": not reachable from outside as far as known"
 	}

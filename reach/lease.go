@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"strconv"
 	"time"
 
 	"github.com/p2pd/p2pd"
@@ -69,7 +70,7 @@ type MapError struct {
 func (e *MapError) Error() string {
 	s := "p2pd: reach: " + e.Protocol
 	if e.Code != 0 {
-		s += " result " + itoa(e.Code)
+		s += " result " + strconv.Itoa(e.Code)
 	}
 	return s + ": " + errtext.TrimIn("reach", e.Err)
 }

@@ -18,18 +18,21 @@ func defaultGateway(f p2pd.Family) (netip.Addr, int, error) {
 	if err != nil {
 		return netip.Addr{}, 0, err
 	}
-	var best *rtnl.Route
-	for i := range rs {
-		r := &rs[i]
-		if r.DstLen != 0 || r.Table != 254 || !r.Gateway.IsValid() || r.Gateway.Is4() != (f == p2pd.IPv4) || r.Type != 1 { // RT_TABLE_MAIN, RTN_UNICAST
-			continue
-		}
-		if best == nil || r.Priority < best.Priority {
-			best = r
-		}
-	}
-	if best == nil {
+	r, ok := rtnl.BestDefault(rs, fam, func(r rtnl.Route) bool {
+		gw, _ := hop(r)
+		return gw.IsValid() && gw.Is4() == (f == p2pd.IPv4)
+	})
+	if !ok {
 		return netip.Addr{}, 0, errNoDefault
 	}
-	return best.Gateway, int(best.OutIndex), nil
+	gw, index := hop(r)
+	return gw, index, nil
+}
+
+// hop is a route's gateway and output interface, or its first next hop's.
+func hop(r rtnl.Route) (netip.Addr, int) {
+	if !r.Gateway.IsValid() && len(r.Nexthops) > 0 {
+		return r.Nexthops[0].Gateway, int(r.Nexthops[0].OutIndex)
+	}
+	return r.Gateway, int(r.OutIndex)
 }

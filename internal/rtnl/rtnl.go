@@ -465,3 +465,19 @@ func DumpAddrs(family uint8) ([]Addr, error) { return dumpAddrs(family) }
 // [DumpAddrs]. It needs Linux; elsewhere it returns an error wrapping
 // errors.ErrUnsupported.
 func DumpRoutes(family uint8) ([]Route, error) { return dumpRoutes(family) }
+
+// BestDefault returns, among routes, the unicast default route of the main
+// table for family with the lowest metric that ok accepts (nil ok: any).
+func BestDefault(routes []Route, family uint8, ok func(Route) bool) (Route, bool) {
+	var best Route
+	found := false
+	for _, r := range routes {
+		if r.Family != family || r.DstLen != 0 || r.Table != TableMain || r.Type != TypeUnicast || (ok != nil && !ok(r)) {
+			continue
+		}
+		if !found || r.Priority < best.Priority {
+			best, found = r, true
+		}
+	}
+	return best, found
+}
