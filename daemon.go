@@ -142,6 +142,7 @@ type Daemon struct {
 	own       group        // calls in progress, listeners and the watcher, for Shutdown
 	dog       watcher      // the watchdog of the listeners' blocked UDP batches
 	warns     warnGate     // repeated warnings of the listeners, rate-limited
+	park      parker       // the listeners' idle connections
 	limit     *connLimit   // MaxConns, made with the first listener
 	budget    *budget      // Pipe.MaxBuffered, made with the first listener
 	watch     *addrWatcher // the address watcher, started with the first listener
@@ -188,6 +189,7 @@ func (d *Daemon) callConfig(pol policy) (*PipeConfig, error) {
 	c.group = &d.own
 	c.dog = &d.dog
 	c.warns = &d.warns
+	c.park = &d.park
 	if d.limit == nil && d.MaxTotalConns >= 0 {
 		d.limit = &connLimit{max: int64(cmp.Or(d.MaxTotalConns, DefaultDaemonMaxConns))}
 	}

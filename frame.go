@@ -185,7 +185,12 @@ type connReader struct {
 	charged int // bytes of the budget the carry holds
 	n       int // raw path results
 	err     error
+	parkNow bool // raw path: nothing to read and nothing pending ends fill with errParkNow
 }
+
+// errParkNow ends a fill that found nothing to read, with nothing pending,
+// when the connection would rather park than wait on its goroutine.
+var errParkNow = errors.New("p2pd: nothing to read")
 
 func newConnReader(f Framing, max, size int, deliver func([]byte)) *connReader {
 	max = f.maxFor(max)
@@ -247,6 +252,10 @@ func (cr *connReader) rawRead(fd uintptr) bool {
 		switch {
 		case !cr.pending():
 			cr.release()
+			if cr.parkNow {
+				cr.n, cr.err = 0, errParkNow
+				return true
+			}
 		case cr.bufp != nil:
 			// Wait with the partial frame's bytes only.
 			if err := cr.toCarry(cr.w - cr.r); err != nil {

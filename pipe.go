@@ -26,10 +26,14 @@ import (
 // linked pipes; they leave through Send. All methods are safe for
 // concurrent use.
 //
-// Every pipe runs exactly one goroutine (the accept loop, the UDP reader or
-// the TCP connection reader), which ends when the pipe ends: Close starts
-// that and returns, Shutdown and Done wait for it (a server pipe ends after
-// its connections).
+// Every pipe runs one goroutine (the accept loop, the UDP reader or the TCP
+// connection reader), which ends when the pipe ends: Close starts that and
+// returns, Shutdown and Done wait for it (a server pipe ends after its
+// connections). On Linux an accepted plain TCP connection with nothing to
+// read, that has sent nothing yet or has been silent for 2 s, parks: it
+// gives up its goroutine and waits in an epoll set of its owner (a Daemon,
+// or the Listen call), and gets a new one when it has data, ends or times
+// out. Its callbacks still run one at a time, in order.
 type Pipe struct {
 	cfg    *PipeConfig // shared with the connections of a TCP server
 	proto  Proto
@@ -70,7 +74,9 @@ type Pipe struct {
 	peer     Peer         // TCP: what dispatch gives the callback
 	wmu      sync.Mutex   // TCP: one Send writes at a time
 	wset     time.Time    // TCP: the write deadline in force (wmu)
-	lastRead atomic.Int64 // TCP connection: when it last received (watchClock), for eviction
+	lastRead atomic.Int64 // TCP connection: when it last received (monoNow), for eviction
+	cr       *connReader  // TCP: the reader, made by its first goroutine
+	parkID   uint64       // TCP connection: its key in the parker, 0 before it first parks (parker's mu)
 }
 
 type cbBox struct{ cb MsgCallback }
@@ -105,6 +111,9 @@ func copyConfig(c *PipeConfig) (*PipeConfig, error) {
 	}
 	if cfg.warns == nil {
 		cfg.warns = new(warnGate) // likewise
+	}
+	if cfg.park == nil {
+		cfg.park = new(parker) // likewise
 	}
 	if cfg.budget == nil {
 		cfg.budget = cfg.newBudget()
@@ -303,6 +312,15 @@ func (p *Pipe) drain() {
 		p.pc.SetReadDeadline(aLongTimeAgo)
 	case p.conn != nil:
 		p.conn.SetReadDeadline(aLongTimeAgo)
+		p.unpark()
+	}
+}
+
+// unpark starts the goroutine of a parked connection that is closing or
+// draining, so that it ends.
+func (p *Pipe) unpark() {
+	if p.canPark() {
+		p.cfg.park.wake(p)
 	}
 }
 
@@ -330,6 +348,7 @@ func (p *Pipe) terminate(reason error) {
 		p.pc.Close()
 	case p.conn != nil:
 		p.conn.Close()
+		p.unpark()
 	}
 }
 

@@ -194,6 +194,7 @@ type PipeConfig struct {
 	group  *group      // the owner's count of running server pipes, or nil
 	dog    *watcher    // the owner's watchdog of blocked UDP batches
 	warns  *warnGate   // the owner's rate limit of repeated warnings
+	park   *parker     // the owner's parker of idle TCP connections
 	limit  *connLimit  // the owner's cap on connections over all its pipes, or nil
 	budget *budget     // MaxBuffered, shared by a server pipe's connections (a Daemon's listeners); nil: no limit
 }

@@ -13,7 +13,7 @@ import (
 // side of TLS, then reads under ReadTimeout and IdleTimeout, each message
 // dispatched) and its writes under WriteTimeout.
 
-// connLoop is the goroutine of a TCP connection or client pipe.
+// connLoop is the first goroutine of a TCP connection or client pipe.
 func (p *Pipe) connLoop() {
 	err := p.handshake()
 	if err == nil {
@@ -23,11 +23,50 @@ func (p *Pipe) connLoop() {
 		p.up()
 		err = p.readLoop()
 	}
+	p.end(err)
+}
+
+// resume is the goroutine of a connection taken out of its parker
+// (park_linux.go): it reads on, or, expired, ends with ErrIdleTimeout.
+func (p *Pipe) resume(expired bool) {
+	var err error
+	if expired {
+		err = fmt.Errorf("%w: nothing received for %v", ErrIdleTimeout, p.cfg.idleTimeout(true))
+	} else {
+		err = p.readLoop()
+	}
+	p.end(err)
+}
+
+// end ends the connection's goroutine, and the pipe unless it parked.
+func (p *Pipe) end(err error) {
+	if err == errParked {
+		return // the parker, or whoever takes it out, owns it now
+	}
+	if p.cr != nil {
+		p.cr.release()
+	}
 	if p.draining.Load() {
 		err = nil
 	}
 	p.terminate(err)
 	p.finish()
+}
+
+// errParked says that readLoop parked the connection: its goroutine
+// returns, doing nothing more.
+var errParked = errors.New("p2pd: parked")
+
+// parkAfter is how long a connection that can park stays silent before it
+// does (one that has sent nothing since it began, or was resumed, parks at
+// once when there is nothing to read).
+const parkAfter = 2 * time.Second
+
+// canPark reports whether the connection may wait in its owner's parker
+// rather than on a goroutine: an accepted plain (not TLS) TCP connection,
+// where the system has a parker.
+func (p *Pipe) canPark() bool {
+	return havePark && p.rc != nil && p.parent != nil && p.cfg.park != nil
 }
 
 // handshake runs the server side of TLS, bounded by ConnectTimeout and by
@@ -54,31 +93,43 @@ func (p *Pipe) handshake() error {
 	return nil
 }
 
-// readLoop reads and dispatches the messages of a TCP connection.
+// readLoop reads and dispatches the messages of a TCP connection. It
+// returns errParked once the connection parked, else why it ended.
 //
 // Deadlines: a framed message being read must complete within ReadTimeout
 // of its first byte; otherwise the connection must not stay silent for
-// IdleTimeout. The idle deadline is moved only when a quarter of it has
-// gone by, not at every read (a deadline change is a timer update), and a
-// deadline that fires early for that reason is moved on, not obeyed.
+// IdleTimeout. While nothing is pending the deadline is kept win ahead:
+// IdleTimeout, or parkAfter where the connection can park. It is moved only
+// when a quarter of win has gone by, not at every read (a deadline change
+// is a timer update), and a deadline that fires early for that reason is
+// moved on, not obeyed.
 func (p *Pipe) readLoop() error {
 	cfg := p.cfg
-	cr := newConnReader(cfg.Framing, cfg.maxMsgSize(), cfg.bufferSize(TCP), p.deliverTCP)
-	cr.stopped = p.closed.Load
-	cr.budget = cfg.budget
-	if p.rc != nil {
-		cr.rc = p.rc
-	} else {
-		cr.src = p.conn
+	cr := p.cr
+	if cr == nil {
+		cr = newConnReader(cfg.Framing, cfg.maxMsgSize(), cfg.bufferSize(TCP), p.deliverTCP)
+		cr.stopped = p.closed.Load
+		cr.budget = cfg.budget
+		if p.rc != nil {
+			cr.rc = p.rc
+		} else {
+			cr.src = p.conn
+		}
+		p.cr = cr
 	}
-	defer cr.release()
 	idle, rt := cfg.idleTimeout(p.parent != nil), cfg.readTimeout()
 	if cfg.Framing == FrameRaw {
 		rt = 0
 	}
+	parkable := p.canPark()
+	win := idle
+	if parkable && (win <= 0 || parkAfter < win) {
+		win = parkAfter
+	}
+	cr.parkNow = parkable
 	var frameStart, last, set time.Time // set: the deadline in force
 	for {
-		if idle > 0 || rt > 0 {
+		if win > 0 || rt > 0 {
 			now := time.Now()
 			last = now
 			dl := set
@@ -88,10 +139,10 @@ func (p *Pipe) readLoop() error {
 					frameStart = now
 					dl = now.Add(rt)
 				}
-			case idle > 0:
+			case win > 0:
 				frameStart = time.Time{}
-				if set.Sub(now) < idle*3/4 {
-					dl = now.Add(idle)
+				if set.Sub(now) < win*3/4 {
+					dl = now.Add(win)
 				}
 			default:
 				frameStart, dl = time.Time{}, time.Time{}
@@ -105,23 +156,40 @@ func (p *Pipe) readLoop() error {
 			return nil
 		}
 		err := cr.fill()
-		p.lastRead.Store(monoNow())
 		if err == nil {
+			p.lastRead.Store(monoNow())
+			cr.parkNow = false
 			continue
 		}
 		switch {
 		case p.closed.Load() || p.draining.Load():
 			return nil
+		case err == errParkNow:
+			if p.park() {
+				return errParked
+			}
+			parkable, cr.parkNow = false, false
+			continue
 		case isTimeout(err) && cr.pending() && rt > 0:
 			return fmt.Errorf("%w: %d bytes of a frame in %v", ErrReadTimeout, cr.w-cr.r, rt)
-		case isTimeout(err) && idle > 0:
-			if quiet := time.Since(last); quiet < idle {
-				// Set a quarter early: wait for the rest.
-				set = last.Add(idle)
-				p.conn.SetReadDeadline(set)
-				continue
+		case isTimeout(err) && (idle > 0 || parkable):
+			quiet := time.Since(last)
+			if parkable && quiet >= parkAfter && !cr.pending() {
+				if p.park() {
+					return errParked
+				}
+				parkable, win = false, idle // refused: wait here
 			}
-			return fmt.Errorf("%w: nothing received for %v", ErrIdleTimeout, idle)
+			if idle > 0 && quiet >= idle {
+				return fmt.Errorf("%w: nothing received for %v", ErrIdleTimeout, idle)
+			}
+			// Set early (a quarter, or to park): wait for the rest.
+			set = time.Time{}
+			if win > 0 {
+				set = last.Add(win)
+			}
+			p.conn.SetReadDeadline(set)
+			continue
 		case errors.Is(err, io.EOF):
 			return io.EOF
 		case errors.Is(err, ErrOverBudget):
@@ -130,6 +198,9 @@ func (p *Pipe) readLoop() error {
 		return err
 	}
 }
+
+// park hands the connection to its owner's parker; false if it refused.
+func (p *Pipe) park() bool { return p.cfg.park.park(p) }
 
 func (p *Pipe) deliverTCP(msg []byte) { p.dispatch(msg, p.peer) }
 

@@ -1,0 +1,186 @@
+package p2pd
+
+import (
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Parking: an accepted plain TCP connection that has nothing to read, and
+// either has sent nothing yet or has been silent for parkAfter, gives up
+// its goroutine (and its stack) and waits in its owner's parker: one epoll
+// set, watched by one goroutine through the runtime's poller. When the
+// connection becomes readable, is closed, drained or evicted, or stays
+// silent for its IdleTimeout, whoever takes it out of the set starts a new
+// goroutine for it, which goes on where the old one stopped; taking it out
+// under mu happens once, so a connection never has two goroutines.
+//
+// The parker runs only while connections are parked: the call that takes
+// out the last one ends its goroutine and closes its epoll set. It belongs
+// to its owner, as the watchdog does: a Daemon has one for all its
+// listeners, a Listen or Serve* call one for its pipe.
+
+// havePark says that connections can park (Linux: epoll).
+const havePark = true
+
+// parkSweep is how often the parker looks for parked connections past
+// their IdleTimeout.
+const parkSweep = time.Second
+
+type parker struct {
+	mu     sync.Mutex
+	f      *os.File // the epoll set, nil when not running
+	epfd   int      // its descriptor (f.Fd would make it blocking)
+	nextID uint64
+	parked map[uint64]*Pipe
+}
+
+// park puts c, a connection whose goroutine is about to return, in the
+// set. It returns false, and the goroutine goes on reading, if c is closing
+// or the system refused.
+func (k *parker) park(c *Pipe) bool {
+	k.mu.Lock()
+	if c.closed.Load() || c.draining.Load() {
+		k.mu.Unlock()
+		return false
+	}
+	if k.f == nil && !k.startLocked() {
+		k.mu.Unlock()
+		return false
+	}
+	if c.parkID == 0 {
+		k.nextID++
+		c.parkID = k.nextID
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(c.parkID), Pad: int32(c.parkID >> 32)}
+	var cerr error
+	err := c.rc.Control(func(fd uintptr) {
+		cerr = unix.EpollCtl(k.epfd, unix.EPOLL_CTL_MOD, int(fd), &ev)
+		if cerr == unix.ENOENT {
+			cerr = unix.EpollCtl(k.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
+		}
+	})
+	if err != nil || cerr != nil {
+		k.stopIfEmptyLocked()
+		k.mu.Unlock()
+		return false
+	}
+	// In the set before the caller's goroutine returns; under mu, so that
+	// an event, or a wake, finds it there.
+	k.parked[c.parkID] = c
+	k.mu.Unlock()
+	return true
+}
+
+// startLocked makes the epoll set and starts the goroutine; k.mu is held.
+func (k *parker) startLocked() bool {
+	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return false
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return false
+	}
+	f := os.NewFile(uintptr(fd), "p2pd-park")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return false
+	}
+	k.f, k.epfd = f, fd
+	if k.parked == nil {
+		k.parked = make(map[uint64]*Pipe)
+	}
+	go k.run(f, rc)
+	return true
+}
+
+// take removes c from the set; true if this call did, and must start c's
+// goroutine (or, for park, go on with it).
+func (k *parker) take(c *Pipe) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if c.parkID == 0 || k.parked[c.parkID] != c {
+		return false
+	}
+	delete(k.parked, c.parkID)
+	k.stopIfEmptyLocked()
+	return true
+}
+
+// stopIfEmptyLocked ends the goroutine when nothing is parked: closing
+// the set wakes it.
+func (k *parker) stopIfEmptyLocked() {
+	if len(k.parked) == 0 && k.f != nil {
+		k.f.Close()
+		k.f = nil
+	}
+}
+
+// wake resumes c if it is parked; the caller has just closed or drained
+// it. It returns false if c was not parked.
+func (k *parker) wake(c *Pipe) bool {
+	if !k.take(c) {
+		return false
+	}
+	go c.resume(false)
+	return true
+}
+
+// run is the parker's goroutine: it resumes the connections that became
+// readable, and every parkSweep those past their IdleTimeout. It ends when
+// f is closed.
+func (k *parker) run(f *os.File, rc syscall.RawConn) {
+	var evs [128]unix.EpollEvent
+	var n int
+	read := func(fd uintptr) bool {
+		var err error
+		n, err = unix.EpollWait(int(fd), evs[:], 0)
+		if err == unix.EINTR {
+			return false
+		}
+		return n != 0 || err != nil
+	}
+	var ready, expired []*Pipe
+	for {
+		n = 0
+		f.SetReadDeadline(time.Now().Add(parkSweep))
+		err := rc.Read(read)
+		k.mu.Lock()
+		if k.f != f { // stopped
+			k.mu.Unlock()
+			return
+		}
+		ready, expired = ready[:0], expired[:0]
+		for i := range n {
+			id := uint64(uint32(evs[i].Fd)) | uint64(uint32(evs[i].Pad))<<32
+			if c := k.parked[id]; c != nil {
+				delete(k.parked, id)
+				ready = append(ready, c)
+			}
+		}
+		if err != nil && isTimeout(err) {
+			now := monoNow()
+			for id, c := range k.parked {
+				if idle := c.cfg.idleTimeout(true); idle > 0 && now-c.lastRead.Load() >= int64(idle) {
+					delete(k.parked, id)
+					expired = append(expired, c)
+				}
+			}
+		}
+		k.stopIfEmptyLocked()
+		k.mu.Unlock()
+		for _, c := range ready {
+			go c.resume(false)
+		}
+		for _, c := range expired {
+			go c.resume(true)
+		}
+		clear(ready)
+		clear(expired)
+	}
+}

@@ -1,0 +1,11 @@
+//go:build !linux
+
+package p2pd
+
+// havePark is false: connections keep their goroutine while idle.
+const havePark = false
+
+type parker struct{}
+
+func (*parker) park(*Pipe) bool { return false }
+func (*parker) wake(*Pipe) bool { return false }
