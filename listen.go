@@ -116,6 +116,9 @@ func servePipe(cfg *PipeConfig, ln net.Listener, pc net.PacketConn, r Route) *Pi
 	if ln != nil {
 		p = newPipe(cfg, TCP, true, nil)
 		p.ln = ln
+		if tl, ok := ln.(*net.TCPListener); ok && havePark {
+			p.rc, _ = tl.SyscallConn() // for parking
+		}
 	} else {
 		p = newPipe(cfg, UDP, true, nil)
 		p.setPacketConn(pc)

@@ -18,10 +18,11 @@ import (
 // goroutine for it, which goes on where the old one stopped; taking it out
 // under mu happens once, so a connection never has two goroutines.
 //
-// The parker runs only while connections are parked: the call that takes
-// out the last one ends its goroutine and closes its epoll set. It belongs
-// to its owner, as the watchdog does: a Daemon has one for all its
-// listeners, a Listen or Serve* call one for its pipe.
+// The parker starts when a pipe first parks, and ends (its goroutine, its
+// epoll set) when its owner's last server pipe has ended: a Daemon has one
+// for all its listeners, a Listen or Serve* call one for its pipe. It does
+// not end while they run, so that a descriptor freed by it never lets a
+// listener accept past the process's limit.
 
 // havePark says that connections can park (Linux: epoll).
 const havePark = true
@@ -30,12 +31,63 @@ const havePark = true
 // their IdleTimeout.
 const parkSweep = time.Second
 
+// canPark reports whether the pipe may wait in its owner's parker rather
+// than on a goroutine: a TCP listener, an accepted plain (not TLS) TCP
+// connection, or a UDP server socket read in batches.
+func (p *Pipe) canPark() bool {
+	if p.cfg.park == nil {
+		return false
+	}
+	switch {
+	case p.ub != nil:
+		return p.server
+	case p.rc != nil:
+		return p.parent != nil || p.ln != nil
+	}
+	return false
+}
+
+// parkRC is the socket that the parker watches for p.
+func (p *Pipe) parkRC() syscall.RawConn {
+	if p.ub != nil {
+		return p.ub.rc
+	}
+	return p.rc
+}
+
 type parker struct {
 	mu     sync.Mutex
-	f      *os.File // the epoll set, nil when not running
-	epfd   int      // its descriptor (f.Fd would make it blocking)
+	f      *os.File      // the epoll set, nil when not running
+	done   chan struct{} // closed when its goroutine has ended
+	epfd   int           // its descriptor (f.Fd would make it blocking)
 	nextID uint64
 	parked map[uint64]*Pipe
+	users  int       // the owner's server pipes not ended
+	sweep  time.Time // the next look for expired connections; zero while nothing is parked
+}
+
+// hold counts a server pipe of the owner; release, when it has ended,
+// ends the parker after the last.
+func (k *parker) hold() {
+	if k == nil {
+		return
+	}
+	k.mu.Lock()
+	k.users++
+	k.mu.Unlock()
+}
+
+func (k *parker) release() {
+	if k == nil {
+		return
+	}
+	k.mu.Lock()
+	k.users--
+	done := k.stopIfIdleLocked()
+	k.mu.Unlock()
+	if done != nil {
+		<-done // never called on the parker's goroutine, which only starts others
+	}
 }
 
 // park puts c, a connection whose goroutine is about to return, in the
@@ -57,20 +109,24 @@ func (k *parker) park(c *Pipe) bool {
 	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(c.parkID), Pad: int32(c.parkID >> 32)}
 	var cerr error
-	err := c.rc.Control(func(fd uintptr) {
+	err := c.parkRC().Control(func(fd uintptr) {
 		cerr = unix.EpollCtl(k.epfd, unix.EPOLL_CTL_MOD, int(fd), &ev)
 		if cerr == unix.ENOENT {
 			cerr = unix.EpollCtl(k.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
 		}
 	})
 	if err != nil || cerr != nil {
-		k.stopIfEmptyLocked()
+		k.stopIfIdleLocked()
 		k.mu.Unlock()
 		return false
 	}
 	// In the set before the caller's goroutine returns; under mu, so that
 	// an event, or a wake, finds it there.
 	k.parked[c.parkID] = c
+	if k.sweep.IsZero() {
+		k.sweep = time.Now().Add(parkSweep)
+		k.f.SetReadDeadline(k.sweep)
+	}
 	k.mu.Unlock()
 	return true
 }
@@ -95,7 +151,8 @@ func (k *parker) startLocked() bool {
 	if k.parked == nil {
 		k.parked = make(map[uint64]*Pipe)
 	}
-	go k.run(f, rc)
+	k.done = make(chan struct{})
+	go k.run(f, rc, k.done)
 	return true
 }
 
@@ -108,17 +165,18 @@ func (k *parker) take(c *Pipe) bool {
 		return false
 	}
 	delete(k.parked, c.parkID)
-	k.stopIfEmptyLocked()
 	return true
 }
 
-// stopIfEmptyLocked ends the goroutine when nothing is parked: closing
-// the set wakes it.
-func (k *parker) stopIfEmptyLocked() {
-	if len(k.parked) == 0 && k.f != nil {
+// stopIfIdleLocked ends the goroutine once nothing is parked and the
+// owner's server pipes have ended: closing the set wakes it. k.mu is held.
+func (k *parker) stopIfIdleLocked() (done <-chan struct{}) {
+	if len(k.parked) == 0 && k.users <= 0 && k.f != nil {
 		k.f.Close()
 		k.f = nil
+		return k.done
 	}
+	return nil
 }
 
 // wake resumes c if it is parked; the caller has just closed or drained
@@ -134,7 +192,8 @@ func (k *parker) wake(c *Pipe) bool {
 // run is the parker's goroutine: it resumes the connections that became
 // readable, and every parkSweep those past their IdleTimeout. It ends when
 // f is closed.
-func (k *parker) run(f *os.File, rc syscall.RawConn) {
+func (k *parker) run(f *os.File, rc syscall.RawConn, done chan<- struct{}) {
+	defer close(done)
 	var evs [128]unix.EpollEvent
 	var n int
 	read := func(fd uintptr) bool {
@@ -148,8 +207,7 @@ func (k *parker) run(f *os.File, rc syscall.RawConn) {
 	var ready, expired []*Pipe
 	for {
 		n = 0
-		f.SetReadDeadline(time.Now().Add(parkSweep))
-		err := rc.Read(read)
+		rc.Read(read) // an error: the deadline (sweep), or f closed (stopped)
 		k.mu.Lock()
 		if k.f != f { // stopped
 			k.mu.Unlock()
@@ -163,16 +221,28 @@ func (k *parker) run(f *os.File, rc syscall.RawConn) {
 				ready = append(ready, c)
 			}
 		}
-		if err != nil && isTimeout(err) {
+		if !k.sweep.IsZero() && !time.Now().Before(k.sweep) {
+			k.sweep = time.Time{}
 			now := monoNow()
 			for id, c := range k.parked {
+				if c.server {
+					continue // a listener has no idle timeout
+				}
 				if idle := c.cfg.idleTimeout(true); idle > 0 && now-c.lastRead.Load() >= int64(idle) {
 					delete(k.parked, id)
 					expired = append(expired, c)
 				}
 			}
 		}
-		k.stopIfEmptyLocked()
+		// Sweep while something is parked (park sets it for the first).
+		switch {
+		case len(k.parked) == 0:
+			k.sweep = time.Time{}
+			f.SetReadDeadline(k.sweep)
+		case k.sweep.IsZero():
+			k.sweep = time.Now().Add(parkSweep)
+			f.SetReadDeadline(k.sweep)
+		}
 		k.mu.Unlock()
 		for _, c := range ready {
 			go c.resume(false)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"runtime"
 	"strings"
 	"sync"
@@ -18,7 +19,13 @@ func parkedConns(p *Pipe) int {
 	k := p.cfg.park
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return len(k.parked)
+	n := 0
+	for _, c := range k.parked {
+		if c.ln == nil {
+			n++
+		}
+	}
+	return n
 }
 
 // endCount counts OnEnd calls of connections by reason.
@@ -115,8 +122,9 @@ func TestParkedIdleTimeout(t *testing.T) {
 	}
 	waitUntil(t, func() bool { return ends.count(func(err error) bool { return errors.Is(err, ErrIdleTimeout) }) == 2 },
 		"two idle timeouts (ends: %v)", &ends)
-	k := srv.cfg.park
-	waitUntil(t, func() bool { k.mu.Lock(); defer k.mu.Unlock(); return k.f == nil }, "the parker to stop")
+	if n := parkedConns(srv); n != 0 {
+		t.Fatalf("%d connections still parked", n)
+	}
 }
 
 // A peer that closes a parked connection ends it (io.EOF); Shutdown ends
@@ -206,5 +214,86 @@ func TestParkRace(t *testing.T) {
 	}
 	if got := parkedConns(srv); got != 0 {
 		t.Fatalf("%d still parked", got)
+	}
+}
+
+// Idle listeners hold no goroutine either: ListenAll of many ports starts
+// none per listener, each still accepts and serves, and Close ends them
+// all (OnEnd once each) and the parker with them.
+func TestIdleListenersPark(t *testing.T) {
+	const n = 50
+	var mu sync.Mutex
+	ended := 0
+	d := &Daemon{PipeConfig: PipeConfig{OnMsg: echoCB, Logger: quietLogger(), OnEnd: func(p *Pipe, _ error) {
+		if p.IsServer() {
+			mu.Lock()
+			ended++
+			mu.Unlock()
+		}
+	}}}
+	defer d.Close()
+	base := runtime.NumGoroutine()
+	r := Route{Family: IPv4, NIC: []netip.Addr{netip.MustParseAddr("127.0.0.1")}}
+	var ls []*Pipe
+	for len(ls) < n {
+		more, err := d.ListenAll(context.Background(), []Target{r}, Ports{Port(0)}, []Proto{TCP}, IPv4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, more...)
+	}
+	// The parker's and the address watcher's goroutines, and slack.
+	if g := runtime.NumGoroutine(); g > base+n/5 {
+		t.Fatalf("%d goroutines with %d listeners, %d before", g, n, base)
+	}
+	for _, l := range ls {
+		c, err := net.Dial("tcp", l.LocalAddr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := echoOnce(t, c, "hi"); got != "hi" {
+			t.Fatalf("%v: echo %q", l.LocalAddr(), got)
+		}
+		c.Close()
+	}
+	d.Close()
+	for _, l := range ls {
+		waitDone(t, l)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if ended != len(ls) {
+		t.Fatalf("%d listener OnEnd calls, want %d", ended, len(ls))
+	}
+	k := &d.park
+	waitUntil(t, func() bool { k.mu.Lock(); defer k.mu.Unlock(); return k.f == nil }, "the parker to stop")
+}
+
+// An idle UDP server socket parks too: it is served again when datagrams
+// come, parks after parkAfter of silence, and Close and Shutdown end it.
+func TestIdleUDPParks(t *testing.T) {
+	srv := listen(t, UDP, loopRoute(t, IPv4), &PipeConfig{OnMsg: echoCB, Logger: quietLogger()})
+	parked := func() bool {
+		k := srv.cfg.park
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		return k.parked[srv.parkID] == srv
+	}
+	waitUntil(t, parked, "the UDP socket to park")
+	c, err := net.Dial("udp", srv.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for round := range 2 {
+		if got := echoOnce(t, c, fmt.Sprint("datagram ", round)); got != fmt.Sprint("datagram ", round) {
+			t.Fatalf("round %d: %q", round, got)
+		}
+		waitUntil(t, parked, "the UDP socket to park again")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown of a parked UDP socket: %v", err)
 	}
 }

@@ -7,5 +7,9 @@ const havePark = false
 
 type parker struct{}
 
+func (p *Pipe) canPark() bool { return false }
+
 func (*parker) park(*Pipe) bool { return false }
 func (*parker) wake(*Pipe) bool { return false }
+func (*parker) hold()           {}
+func (*parker) release()        {}

@@ -47,7 +47,7 @@ type Pipe struct {
 	udp  *net.UDPConn    // UDP server or client
 	pc   net.PacketConn  // adopted UDP server that is not a *net.UDPConn
 	conn net.Conn        // TCP connection, maybe *tls.Conn
-	rc   syscall.RawConn // raw reads of a plain TCP connection, or nil
+	rc   syscall.RawConn // raw reads of a plain TCP connection, or a TCP listener's socket to park; or nil
 	ub   *udpBatch       // batched UDP I/O, or nil
 
 	cb    atomic.Pointer[cbBox]
@@ -88,6 +88,7 @@ func newPipe(cfg *PipeConfig, proto Proto, server bool, parent *Pipe) *Pipe {
 		quit: make(chan struct{}), done: make(chan struct{})}
 	if server {
 		cfg.group.add(1)
+		cfg.park.hold()
 	}
 	if parent == nil {
 		p.cb.Store(&cbBox{cfg.OnMsg})
@@ -128,12 +129,16 @@ func (p *Pipe) start() {
 	}
 	switch {
 	case p.ln != nil:
-		go p.acceptLoop()
+		if !p.canPark() || !p.park() {
+			go p.acceptLoop()
+		}
 	case p.proto == UDP:
 		if p.udp != nil && p.ub == nil {
 			p.initBatch()
 		}
-		go p.udpLoop()
+		if !p.canPark() || !p.park() {
+			go p.udpLoop()
+		}
 	default:
 		go p.connLoop()
 	}
@@ -303,11 +308,13 @@ func (p *Pipe) drain() {
 	switch {
 	case p.ln != nil:
 		p.ln.Close()
+		p.unpark()
 		for _, c := range p.Clients() {
 			c.drain()
 		}
 	case p.udp != nil:
 		p.udp.SetReadDeadline(aLongTimeAgo)
+		p.unpark()
 	case p.pc != nil:
 		p.pc.SetReadDeadline(aLongTimeAgo)
 	case p.conn != nil:
@@ -342,8 +349,10 @@ func (p *Pipe) terminate(reason error) {
 	switch {
 	case p.ln != nil:
 		p.ln.Close()
+		p.unpark()
 	case p.udp != nil:
 		p.udp.Close()
+		p.unpark()
 	case p.pc != nil:
 		p.pc.Close()
 	case p.conn != nil:
@@ -380,6 +389,7 @@ func (p *Pipe) finish() {
 	}
 	close(p.done)
 	if p.server {
+		p.cfg.park.release()
 		p.cfg.group.done()
 	}
 }

@@ -26,18 +26,6 @@ func (p *Pipe) connLoop() {
 	p.end(err)
 }
 
-// resume is the goroutine of a connection taken out of its parker
-// (park_linux.go): it reads on, or, expired, ends with ErrIdleTimeout.
-func (p *Pipe) resume(expired bool) {
-	var err error
-	if expired {
-		err = fmt.Errorf("%w: nothing received for %v", ErrIdleTimeout, p.cfg.idleTimeout(true))
-	} else {
-		err = p.readLoop()
-	}
-	p.end(err)
-}
-
 // end ends the connection's goroutine, and the pipe unless it parked.
 func (p *Pipe) end(err error) {
 	if err == errParked {
@@ -51,22 +39,6 @@ func (p *Pipe) end(err error) {
 	}
 	p.terminate(err)
 	p.finish()
-}
-
-// errParked says that readLoop parked the connection: its goroutine
-// returns, doing nothing more.
-var errParked = errors.New("p2pd: parked")
-
-// parkAfter is how long a connection that can park stays silent before it
-// does (one that has sent nothing since it began, or was resumed, parks at
-// once when there is nothing to read).
-const parkAfter = 2 * time.Second
-
-// canPark reports whether the connection may wait in its owner's parker
-// rather than on a goroutine: an accepted plain (not TLS) TCP connection,
-// where the system has a parker.
-func (p *Pipe) canPark() bool {
-	return havePark && p.rc != nil && p.parent != nil && p.cfg.park != nil
 }
 
 // handshake runs the server side of TLS, bounded by ConnectTimeout and by

@@ -17,16 +17,34 @@ import (
 // queue that Accept reads.
 
 // acceptLoop is a TCP server's goroutine. Its cold paths are functions of
-// their own, so that the goroutine of an idle listener, parked in Accept,
-// fits in the smallest stack.
+// their own, so that the goroutine fits in the smallest stack. A listener
+// that can park (canPark) does when no connection has come for parkAfter:
+// the goroutine returns, and the parker starts a new one when a
+// connection comes or the listener closes.
 func (p *Pipe) acceptLoop() {
 	var reason error
 	var delay time.Duration
+	var dl deadline
+	if l, ok := p.ln.(interface{ SetDeadline(time.Time) error }); ok && p.canPark() {
+		dl.init(l.SetDeadline)
+	}
 	for {
+		dl.keep()
 		c, err := p.ln.Accept()
 		if err == nil {
 			delay = 0
+			dl.last = time.Now()
 			p.addConn(c)
+			continue
+		}
+		if dl.on && isTimeout(err) && !p.closed.Load() && !p.draining.Load() {
+			if dl.early() {
+				continue
+			}
+			if p.park() {
+				return
+			}
+			dl.off()
 			continue
 		}
 		var end bool

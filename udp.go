@@ -8,7 +8,8 @@ import (
 	"time"
 )
 
-// udpLoop is the goroutine of a UDP pipe.
+// udpLoop is the goroutine of a UDP pipe; a server socket's may park
+// (udpBatchLoop) and be resumed.
 func (p *Pipe) udpLoop() {
 	if !p.server {
 		p.up()
@@ -18,6 +19,9 @@ func (p *Pipe) udpLoop() {
 		reason = p.udpBatchLoop()
 	} else {
 		reason = p.udpReadLoop()
+	}
+	if reason == errParked {
+		return // the parker, or whoever takes it out, owns it now
 	}
 	p.terminate(reason)
 	p.finish()

@@ -38,11 +38,12 @@ type udpBatch struct {
 	pktinfo bool
 
 	// Reader-only state.
-	recv  *mmsg.RecvBatch
-	nrecv int
-	rerr  error
-	zones map[uint32]string // scope id → zone name cache
-	read  func(fd uintptr) bool
+	recv    *mmsg.RecvBatch
+	nrecv   int
+	rerr    error
+	zones   map[uint32]string // scope id → zone name cache
+	read    func(fd uintptr) bool
+	parkNow bool // nothing to read ends the read with errParkNow
 
 	active  atomic.Bool  // a batch is being dispatched (hint; mu decides)
 	since   atomic.Int64 // when that batch began (watchClock), 0 if none
@@ -137,6 +138,10 @@ func (u *udpBatch) readFn(fd uintptr) bool {
 	u.nrecv, u.rerr = u.recv.Recv(fd)
 	if u.rerr == unix.EAGAIN {
 		u.release()
+		if u.parkNow {
+			u.rerr = errParkNow
+			return true
+		}
 		return false
 	}
 	return true
@@ -154,23 +159,58 @@ func (u *udpBatch) holdsBuffers() bool { return u.holding.Load() }
 
 func (u *udpBatch) sendDropped() uint64 { return u.sendErrs.Load() }
 
-// udpBatchLoop reads and dispatches batches until the pipe ends.
+// udpBatchLoop reads and dispatches batches until the pipe ends, or, on a
+// server socket that can park, until it parks (errParked): at once when
+// nothing has come since the loop began, or after parkAfter of silence. It
+// touches nothing once parked: the parker may have started the next loop.
 func (p *Pipe) udpBatchLoop() error {
 	u := p.ub
-	defer u.release()
 	var delay time.Duration
+	var dl deadline
+	if p.canPark() {
+		dl.init(p.udp.SetReadDeadline)
+		u.parkNow = true
+	}
 	for {
+		dl.keep()
+		if dl.on && (p.closed.Load() || p.draining.Load()) {
+			u.release()
+			return nil // a drain's deadline may have been set before keep's
+		}
 		err := u.rc.Read(u.read)
+		if err == nil && u.rerr == errParkNow {
+			if p.park() {
+				return errParked
+			}
+			dl.off()
+			u.parkNow = false
+			continue
+		}
 		if err == nil && u.rerr != nil {
 			err = os.NewSyscallError("recvmmsg", u.rerr)
 		}
 		if err != nil {
+			if dl.on && isTimeout(err) && !p.closed.Load() && !p.draining.Load() {
+				if dl.early() {
+					continue
+				}
+				if p.park() {
+					return errParked
+				}
+				dl.off()
+				continue
+			}
 			if end, reason := p.udpReadError(err, &delay); end {
+				u.release()
 				return reason
 			}
 			continue
 		}
 		delay = 0
+		if dl.on {
+			dl.last = time.Now()
+			u.parkNow = false
+		}
 		p.dispatchBatch(u, u.recv, u.nrecv)
 	}
 }
