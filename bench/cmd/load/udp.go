@@ -51,12 +51,14 @@ func runUDP(cfg *config) (map[string]float64, error) {
 		fail  failure
 		stats = make([]udpStats, len(socks))
 	)
+	cfg.cpu.start()
 	start := time.Now()
 	end := start.Add(cfg.dur)
 	for i, c := range socks {
 		wg.Go(func() { udpSocket(c, uint32(i+1), cfg, end, &stats[i], &fail) })
 	}
 	wg.Wait()
+	cfg.cpu.stop()
 	var sum udpStats
 	for _, s := range stats {
 		sum.replies += s.replies
@@ -69,6 +71,7 @@ func runUDP(cfg *config) (map[string]float64, error) {
 		"loss_pct":      0,
 		"errors":        float64(sum.ioErrs),
 	}
+	cfg.cpu.add(m, "cpu_us_per_reply", float64(sum.replies))
 	if n := sum.replies + sum.lost; n > 0 {
 		m["loss_pct"] = 100 * float64(sum.lost) / float64(n)
 	}
