@@ -42,6 +42,9 @@ import (
 // maxLife bounds every process of a run, the child included.
 const maxLife = 5 * time.Minute
 
+// childEnv is set in the child's environment.
+const childEnv = "P2PD_BENCH_CONNS_CHILD"
+
 var loopbackAddr = netip.MustParseAddr("127.0.0.1")
 
 func main() {
@@ -111,6 +114,7 @@ func run(impl, mode string, n, round int, settle time.Duration) error {
 		return err
 	}
 	cmd := exec.Command(self, "-client", srv.addr().String(), "-mode", mode, "-n", strconv.Itoa(n))
+	cmd.Env = append(os.Environ(), childEnv+"=1") // lets a test binary act as the child
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe() // closing it tells the child to stop
 	if err != nil {

@@ -3,7 +3,9 @@
 // summary and prints one JSON line like the other benches:
 //
 //	{"bench":"dns-udp","impl":"p2pd","round":1,"metrics":{"qps":..,"avg_latency_us":..,
-//	 "max_latency_us":..,"lost_pct":..,"cpu_us_per_query":..,"server_cpu_pct":..}}
+//	 "max_latency_us":..,"lost_pct":..,"cpu_us_per_query":..,"server_cpu_pct":..,"reconnects":..}}
+//
+// reconnects (TCP only) counts the connections dnsperf had to reopen.
 //
 // With -server-pid it charges the server for the CPU time (user+sys, from
 // /proc/PID/stat) it used while dnsperf ran. dnsperf prints no latency
@@ -129,8 +131,8 @@ func run(addr, proto string, dur time.Duration, clients, threads, outstanding in
 		m["cpu_us_per_query"] = float64(used.Microseconds()) / float64(st.completed)
 		m["server_cpu_pct"] = 100 * used.Seconds() / wall.Seconds()
 	}
-	if st.reconnections > 0 {
-		fmt.Fprintf(os.Stderr, "dnsload: dnsperf reconnected %d times\n", st.reconnections)
+	if st.reconnections >= 0 { // TCP: a server that closes connections shows here
+		m["reconnects"] = float64(st.reconnections)
 	}
 	line, err := json.Marshal(result{Bench: "dns-" + proto, Impl: impl, Round: round, Metrics: m})
 	if err != nil {

@@ -30,6 +30,15 @@ type udpStats struct {
 	ioErrs  uint64
 }
 
+// ioErr counts an I/O error and reports a socket's first on stderr, so a
+// failed run says why.
+func (st *udpStats) ioErr(id uint32, op string, err error) {
+	if st.ioErrs == 0 {
+		fmt.Fprintf(os.Stderr, "load: socket %d: first %s error: %v\n", id, op, err)
+	}
+	st.ioErrs++
+}
+
 // runUDP runs UDP echo: cfg.conns connected sockets, each keeping
 // cfg.window datagrams in flight.
 func runUDP(cfg *config) (map[string]float64, error) {
@@ -150,7 +159,7 @@ func udpSocket(c *net.UDPConn, id uint32, cfg *config, end time.Time, st *udpSta
 		for off := 0; off < k; {
 			n, err := bc.WriteBatch(out[off:k], 0)
 			if err != nil {
-				st.ioErrs++ // the unsent datagrams time out as lost
+				st.ioErr(id, "send", err) // the unsent datagrams time out as lost
 				break
 			}
 			off += n
@@ -189,7 +198,7 @@ func udpSocket(c *net.UDPConn, id uint32, cfg *config, end time.Time, st *udpSta
 			}
 		}
 		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-			st.ioErrs++ // e.g. ECONNREFUSED when the server is gone
+			st.ioErr(id, "receive", err) // e.g. ECONNREFUSED when the server is gone
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}

@@ -83,7 +83,7 @@ func udp1Socket(c *net.UDPConn, id uint32, cfg *config, end time.Time, st *udpSt
 		}
 		fillMsg(out, id, seq)
 		if _, err := c.Write(out); err != nil {
-			st.ioErrs++
+			st.ioErr(id, "send", err)
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
@@ -103,7 +103,7 @@ func udp1Socket(c *net.UDPConn, id uint32, cfg *config, end time.Time, st *udpSt
 						st.lost++ // not at the end: a reply in flight then is no loss
 					}
 				} else {
-					st.ioErrs++
+					st.ioErr(id, "receive", err)
 					if errors.Is(err, net.ErrClosed) {
 						return
 					}

@@ -28,9 +28,9 @@ func run(gobench string) error {
 	}
 	fmt.Println("## Targets and comparisons")
 	fmt.Println()
-	fmt.Print(renderRows(mainRows(compare(lines))))
+	fmt.Print(renderRows(withMissingTargets(mainRows(compare(lines)))))
 	fmt.Println()
-	fmt.Println("Medians over rounds. ↑ higher is better, ↓ lower is better, · neither; the ratio is always p2pd/baseline, so for ↓ metrics a ratio below 1 means p2pd is better. n: rounds of p2pd/baseline. Target: ✓ met, ✗ missed, ? not measurable. Growth benches show only their target rows here; all their numbers are in the growth tables.")
+	fmt.Println("Medians over rounds. ↑ higher is better, ↓ lower is better, · neither; the ratio is always p2pd/baseline, so for ↓ metrics a ratio below 1 means p2pd is better. n: rounds of p2pd/baseline. Target: ✓ met, ✗ missed, ? not measurable (a target whose bench did not run is listed last with no values). Growth benches show only their target rows here; all their numbers are in the growth tables.")
 	fmt.Println()
 	fmt.Println("## Growth: cost against size, p2pd against plain sockets")
 	fmt.Println()

@@ -259,3 +259,20 @@ func TestGrowthTables(t *testing.T) {
 		t.Errorf("main table lost the scale-tcp-4000 target row")
 	}
 }
+
+func TestMissingTargets(t *testing.T) {
+	rows := withMissingTargets(compare([]result{res("tcp-rr", "p2pd", 1, "p99_us", 1.0), res("tcp-rr", "stdlib", 1, "p99_us", 2.0)}))
+	if len(rows) != len(targets) {
+		t.Fatalf("%d rows, want one per target (%d)", len(rows), len(targets))
+	}
+	out := renderRows(rows)
+	for _, s := range []string{
+		"| tcp-rr | p99_us ↓ | 1 | stdlib | 2 | 0.50 | 1/1 | ✓",
+		"| conns-idle-19000 | heap_stack_per_conn ↓ | — | plain | — | — | 0/0 | ? p2pd ≤ 3072",
+		"| scale-*-4000 | close_ms ↓ | — | plain | — | — | 0/0 | ? ≤ 1.20 |",
+	} {
+		if !strings.Contains(out, s) {
+			t.Errorf("table lacks %q:\n%s", s, out)
+		}
+	}
+}

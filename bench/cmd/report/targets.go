@@ -19,7 +19,7 @@ var lowerBetter = map[string]bool{
 	"bytes_per_listener": true, "heap_per_listener": true, "stack_per_listener": true, "go_per_listener": true,
 	"cpu_us_per_reply": true, "cpu_us_per_mb": true, "cpu_us_per_query": true,
 	"heap_stack_per_conn": true, "rss_per_conn": true, "goroutines_per_conn": true,
-	"avg_latency_us": true, "max_latency_us": true, "lost_pct": true,
+	"avg_latency_us": true, "max_latency_us": true, "lost_pct": true, "reconnects": true,
 }
 
 // neutral lists the metrics that are neither better high nor low (they
@@ -145,6 +145,21 @@ func compare(rs []result) []row {
 	return rows
 }
 
+// withMissingTargets appends a row for every target that no row
+// matched (a bench that did not run or failed), so that every target
+// shows, as "?".
+func withMissingTargets(rows []row) []row {
+	for i := range targets {
+		t := &targets[i]
+		if slices.ContainsFunc(rows, func(r row) bool { return r.target == t }) {
+			continue
+		}
+		rows = append(rows, row{bench: t.bench, metric: t.metric, baseline: t.baseline,
+			p2pd: summary{math.NaN(), 0}, base: summary{math.NaN(), 0}, ratio: math.NaN(), target: t})
+	}
+	return rows
+}
+
 func sortedKeys[V any](m map[string]V, less func(a, b string) int) []string {
 	ks := make([]string, 0, len(m))
 	for k := range m {
@@ -170,7 +185,7 @@ func order(known []string) func(a, b string) int {
 
 var (
 	metricLess = order([]string{"replies_per_s", "mb_per_s", "qps", "cpu_us_per_reply", "cpu_us_per_mb", "cpu_us_per_query",
-		"server_cpu_pct", "p50_us", "p99_us", "avg_latency_us", "max_latency_us", "loss_pct", "lost_pct",
+		"server_cpu_pct", "p50_us", "p99_us", "avg_latency_us", "max_latency_us", "loss_pct", "lost_pct", "reconnects",
 		"open_ms", "close_ms", "bytes_per_listener", "heap_per_listener", "stack_per_listener", "go_per_listener",
 		"heap_stack_per_conn", "rss_per_conn", "goroutines_per_conn", "fds", "errors"})
 	implLess = order([]string{"stdlib", "batch", "gnet", "plain", "miekg"})
