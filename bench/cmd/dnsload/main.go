@@ -111,14 +111,14 @@ func run(addr, proto string, dur time.Duration, clients, threads, outstanding in
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("%s: %w\n%s", bin, err, out)
+		return fmt.Errorf("dnsperf said:\n%s\n%s: %w", out, bin, err)
 	}
 	st, err := parsePerf(string(out))
 	if err != nil {
-		return fmt.Errorf("%w\n%s", err, out)
+		return fmt.Errorf("dnsperf said:\n%s\n%w", out, err)
 	}
 	if st.completed == 0 {
-		return fmt.Errorf("no query answered\n%s", out)
+		return fmt.Errorf("dnsperf said:\n%s\nno query answered", out)
 	}
 	m := map[string]float64{
 		"qps":            st.qps,
