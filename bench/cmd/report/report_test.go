@@ -276,3 +276,13 @@ func TestMissingTargets(t *testing.T) {
 		}
 	}
 }
+
+func TestRatioAtBound(t *testing.T) {
+	out := renderRows(compare([]result{
+		res("scale-udp-4000", "p2pd", 1, "close_ms", 36.4),
+		res("scale-udp-4000", "plain", 1, "close_ms", 30.3),
+	}))
+	if !strings.Contains(out, "| 1.201 | 1/1 | ✗ ≤ 1.20 |") {
+		t.Errorf("a ratio just over the bound does not show why it misses:\n%s", out)
+	}
+}

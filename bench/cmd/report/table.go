@@ -16,9 +16,12 @@ func renderRows(rows []row) string {
 		sb.WriteString("| (no results) | | | | | | | |\n")
 	}
 	for _, r := range rows {
-		tgt := ""
+		tgt, rat := "", fmtRatio(r.ratio)
 		if r.target != nil {
 			tgt = r.target.check(r.target.measure(r)) + " " + r.target.String()
+			if !r.target.absolute && rat == fmtRatio(r.target.bound) && r.ratio != r.target.bound {
+				rat = strconv.FormatFloat(r.ratio, 'f', 3, 64) // 1.201 ✗ ≤ 1.20, not 1.20 ✗
+			}
 		}
 		base := r.baseline
 		if base == "" {
@@ -26,7 +29,7 @@ func renderRows(rows []row) string {
 		}
 		fmt.Fprintf(&sb, "| %s | %s %s | %s | %s | %s | %s | %d/%d | %s |\n",
 			r.bench, r.metric, direction(r.metric), fmtNum(r.p2pd.value), base, fmtNum(r.base.value),
-			fmtRatio(r.ratio), r.p2pd.rounds, r.base.rounds, tgt)
+			rat, r.p2pd.rounds, r.base.rounds, tgt)
 	}
 	return sb.String()
 }
