@@ -6,8 +6,14 @@
 //	        its echo before the next (replies/s, p50 and p99 latency)
 //	stream  TCP streaming: each connection writes continuously while it
 //	        reads and checks the echoed stream (MB/s, 1 MB = 10^6 bytes)
-//	udp     UDP echo: each socket keeps -window datagrams in flight
-//	        (replies/s, loss %)
+//	udp     UDP echo, batched: each socket keeps -window datagrams in
+//	        flight, sent and read with sendmmsg/recvmmsg (replies/s, loss %)
+//	udp1    UDP echo, unbatched: each socket has one datagram in flight,
+//	        one Write and one Read per datagram (replies/s, loss %)
+//
+// With -server-pid it also charges the server for the CPU time (user+sys,
+// from /proc/PID/stat) it used during the measurement: cpu_us_per_reply
+// (rr, udp, udp1) or cpu_us_per_mb (stream), and server_cpu_pct.
 //
 // It exits non-zero when a reply does not match what was sent, or when
 // nothing was echoed at all.
@@ -38,6 +44,7 @@ type config struct {
 	size    int
 	window  int
 	timeout time.Duration
+	cpu     cpuMeter
 }
 
 // result is the JSON line load prints. Metrics hold only those of the mode.
@@ -49,7 +56,7 @@ type result struct {
 }
 
 // benchNames maps a mode to the name of its benchmark in the report.
-var benchNames = map[string]string{"rr": "tcp-rr", "stream": "tcp-stream", "udp": "udp-echo"}
+var benchNames = map[string]string{"rr": "tcp-rr", "stream": "tcp-stream", "udp": "udp-echo", "udp1": "udp1-echo"}
 
 func main() {
 	var (
@@ -58,7 +65,7 @@ func main() {
 		impl     string
 		round    int
 	)
-	flag.StringVar(&cfg.mode, "mode", "rr", "rr, stream or udp")
+	flag.StringVar(&cfg.mode, "mode", "rr", "rr, stream, udp (batched) or udp1 (one datagram in flight per socket)")
 	flag.StringVar(&addrFlag, "addr", "", "the echo server's loopback address, e.g. 127.0.0.1:9000")
 	flag.DurationVar(&cfg.dur, "dur", 3*time.Second, "measurement duration (at most 1m)")
 	flag.IntVar(&cfg.conns, "conns", 0, "TCP connections or UDP sockets (default rr 50, stream 8, udp 8)")
@@ -67,6 +74,7 @@ func main() {
 	flag.DurationVar(&cfg.timeout, "timeout", 200*time.Millisecond, "udp: a datagram unanswered for this long is lost and replaced")
 	flag.StringVar(&impl, "impl", "", "server implementation name, copied into the output")
 	flag.IntVar(&round, "round", 0, "round number, copied into the output")
+	flag.IntVar(&cfg.cpu.pid, "server-pid", 0, "the server's process id: measure its CPU time during the run (Linux)")
 	flag.Parse()
 
 	if err := cfg.setup(addrFlag); err != nil {
@@ -91,6 +99,8 @@ func main() {
 		m, err = runStream(&cfg)
 	case "udp":
 		m, err = runUDP(&cfg)
+	case "udp1":
+		m, err = runUDP1(&cfg)
 	}
 	if m != nil {
 		line, _ := json.Marshal(result{Bench: benchNames[cfg.mode], Impl: impl, Round: round, Metrics: m})
@@ -118,20 +128,23 @@ func (c *config) setup(addrFlag string) error {
 		return fmt.Errorf("-dur must be in (0, %v]", maxDur)
 	}
 	if c.conns == 0 {
-		c.conns = map[string]int{"rr": 50, "stream": 8, "udp": 8}[c.mode]
+		c.conns = map[string]int{"rr": 50, "stream": 8, "udp": 8, "udp1": 8}[c.mode]
 	}
 	if c.size == 0 {
-		c.size = map[string]int{"rr": 64, "stream": 32 << 10, "udp": 64}[c.mode]
+		c.size = map[string]int{"rr": 64, "stream": 32 << 10, "udp": 64, "udp1": 64}[c.mode]
 	}
 	if c.conns < 1 || c.conns > 1000 {
 		return errors.New("-conns must be in [1, 1000]")
 	}
-	maxSize := map[string]int{"rr": 1 << 20, "stream": 1 << 20, "udp": 65507}[c.mode]
+	maxSize := map[string]int{"rr": 1 << 20, "stream": 1 << 20, "udp": 65507, "udp1": 65507}[c.mode]
 	if minSize := map[bool]int{true: 1, false: minMsg}[c.mode == "stream"]; c.size < minSize || c.size > maxSize {
 		return fmt.Errorf("-size must be in [%d, %d] in %s mode", minSize, maxSize, c.mode)
 	}
 	if c.window < 1 || c.window > 1024 {
 		return errors.New("-window must be in [1, 1024]")
+	}
+	if c.cpu.pid < 0 {
+		return errors.New("-server-pid must be a process id")
 	}
 	if c.timeout < time.Millisecond || c.timeout > 10*time.Second {
 		return errors.New("-timeout must be in [1ms, 10s]")

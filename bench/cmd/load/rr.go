@@ -26,6 +26,7 @@ func runRR(cfg *config) (map[string]float64, error) {
 		ioErrs atomic.Int64
 		hists  = make([]hist, len(conns))
 	)
+	cfg.cpu.start()
 	start := time.Now()
 	end := start.Add(cfg.dur)
 	for i, c := range conns {
@@ -38,6 +39,7 @@ func runRR(cfg *config) (map[string]float64, error) {
 		})
 	}
 	wg.Wait()
+	cfg.cpu.stop()
 	elapsed := time.Since(start)
 	if elapsed < cfg.dur {
 		elapsed = cfg.dur // all connections failed early; rate over the planned time
@@ -52,6 +54,7 @@ func runRR(cfg *config) (map[string]float64, error) {
 		"p99_us":        float64(all.quantile(0.99)) / 1e3,
 		"errors":        float64(ioErrs.Load()),
 	}
+	cfg.cpu.add(m, "cpu_us_per_reply", float64(all.n))
 	if err := fail.get(); err != nil {
 		return m, err
 	}

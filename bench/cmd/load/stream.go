@@ -24,6 +24,7 @@ func runStream(cfg *config) (map[string]float64, error) {
 		ioErrs   atomic.Int64
 		verified atomic.Int64
 	)
+	cfg.cpu.start()
 	start := time.Now()
 	end := start.Add(cfg.dur)
 	for i, c := range conns {
@@ -67,10 +68,12 @@ func runStream(cfg *config) (map[string]float64, error) {
 		wg.Go(func() { pair.Wait(); c.Close() })
 	}
 	wg.Wait()
+	cfg.cpu.stop()
 	m := map[string]float64{
 		"mb_per_s": float64(verified.Load()) / 1e6 / cfg.dur.Seconds(),
 		"errors":   float64(ioErrs.Load()),
 	}
+	cfg.cpu.add(m, "cpu_us_per_mb", float64(verified.Load())/1e6)
 	if err := fail.get(); err != nil {
 		return m, err
 	}

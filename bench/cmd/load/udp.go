@@ -30,6 +30,15 @@ type udpStats struct {
 	ioErrs  uint64
 }
 
+// ioErr counts an I/O error and reports a socket's first on stderr, so a
+// failed run says why.
+func (st *udpStats) ioErr(id uint32, op string, err error) {
+	if st.ioErrs == 0 {
+		fmt.Fprintf(os.Stderr, "load: socket %d: first %s error: %v\n", id, op, err)
+	}
+	st.ioErrs++
+}
+
 // runUDP runs UDP echo: cfg.conns connected sockets, each keeping
 // cfg.window datagrams in flight.
 func runUDP(cfg *config) (map[string]float64, error) {
@@ -51,12 +60,14 @@ func runUDP(cfg *config) (map[string]float64, error) {
 		fail  failure
 		stats = make([]udpStats, len(socks))
 	)
+	cfg.cpu.start()
 	start := time.Now()
 	end := start.Add(cfg.dur)
 	for i, c := range socks {
 		wg.Go(func() { udpSocket(c, uint32(i+1), cfg, end, &stats[i], &fail) })
 	}
 	wg.Wait()
+	cfg.cpu.stop()
 	var sum udpStats
 	for _, s := range stats {
 		sum.replies += s.replies
@@ -69,6 +80,7 @@ func runUDP(cfg *config) (map[string]float64, error) {
 		"loss_pct":      0,
 		"errors":        float64(sum.ioErrs),
 	}
+	cfg.cpu.add(m, "cpu_us_per_reply", float64(sum.replies))
 	if n := sum.replies + sum.lost; n > 0 {
 		m["loss_pct"] = 100 * float64(sum.lost) / float64(n)
 	}
@@ -147,7 +159,7 @@ func udpSocket(c *net.UDPConn, id uint32, cfg *config, end time.Time, st *udpSta
 		for off := 0; off < k; {
 			n, err := bc.WriteBatch(out[off:k], 0)
 			if err != nil {
-				st.ioErrs++ // the unsent datagrams time out as lost
+				st.ioErr(id, "send", err) // the unsent datagrams time out as lost
 				break
 			}
 			off += n
@@ -186,7 +198,7 @@ func udpSocket(c *net.UDPConn, id uint32, cfg *config, end time.Time, st *udpSta
 			}
 		}
 		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-			st.ioErrs++ // e.g. ECONNREFUSED when the server is gone
+			st.ioErr(id, "receive", err) // e.g. ECONNREFUSED when the server is gone
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"math"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -66,7 +67,7 @@ func TestCompare(t *testing.T) {
 		res("udp-echo", "batch", 1, "replies_per_s", 200.0),
 		res("udp-echo", "batch", 2, "replies_per_s", 140.0),
 		res("udp-echo", "batch", 3, "replies_per_s", 166.0),
-		// tcp-rr p99: lower is better; 1.04 is within the 5 % margin.
+		// tcp-rr p99: lower is better, no margin: 1.04 misses.
 		res("tcp-rr", "p2pd", 1, "p99_us", 104.0),
 		res("tcp-rr", "stdlib", 1, "p99_us", 100.0),
 		// scale: 4000 has targets, 100 has none; errors 0/0 has no ratio.
@@ -83,14 +84,14 @@ func TestCompare(t *testing.T) {
 		mark                    string  // "" when no target
 	}
 	wants := []want{
-		{"tcp-rr", "p99_us", "stdlib", 1.04, "✓"},
+		{"tcp-rr", "p99_us", "stdlib", 1.04, "✗"},
 		{"tcp-stream", "mb_per_s", "stdlib", math.NaN(), "?"},
 		{"udp-echo", "replies_per_s", "stdlib", 1.5, "✓"},
 		{"udp-echo", "replies_per_s", "batch", 150.0 / 166, "✗"},
 		{"scale-tcp-100", "open_ms", "plain", 3, ""},
 		{"scale-tcp-100", "errors", "plain", math.NaN(), ""},
 		{"scale-tcp-4000", "open_ms", "plain", 3, "✗"},
-		{"scale-tcp-4000", "bytes_per_listener", "plain", 1.25, "✓"},
+		{"scale-tcp-4000", "bytes_per_listener", "plain", 1.25, "✗"},
 	}
 	rows := compare(rs)
 	if len(rows) != len(wants) {
@@ -110,14 +111,14 @@ func TestCompare(t *testing.T) {
 		}
 		mark := ""
 		if r.target != nil {
-			mark = r.target.check(r.ratio)
+			mark = r.target.check(r.target.measure(r))
 		}
 		if mark != w.mark {
 			t.Errorf("row %d (%s %s vs %s): mark %q, want %q", i, w.bench, w.metric, w.baseline, mark, w.mark)
 		}
 	}
 	out := renderRows(rows)
-	for _, s := range []string{"| udp-echo | replies_per_s ↑ | 150 | stdlib | 100 | 1.50 | 3/1 | ✓ ≥ 1.40 |", "p99_us ↓", "5 % noise margin"} {
+	for _, s := range []string{"| udp-echo | replies_per_s ↑ | 150 | stdlib | 100 | 1.50 | 3/1 | ✓ ≥ 1.40 |", "p99_us ↓", "p99 p2pd ≤ stdlib"} {
 		if !strings.Contains(out, s) {
 			t.Errorf("table lacks %q:\n%s", s, out)
 		}
@@ -132,12 +133,21 @@ func TestTargetCheck(t *testing.T) {
 	}{
 		{"udp-echo", "replies_per_s", "stdlib", 1.4, "✓"},
 		{"udp-echo", "replies_per_s", "stdlib", 1.39, "✗"},
-		{"udp-echo", "replies_per_s", "gnet", 1.0, "✓"},
-		{"tcp-stream", "mb_per_s", "stdlib", 0.95, "✓"},
-		{"tcp-rr", "replies_per_s", "gnet", 0.94, "✗"},
-		{"tcp-rr", "p99_us", "stdlib", 1.06, "✗"},
-		{"scale-udp-4000", "open_ms", "plain", 1.5, "✓"},
-		{"scale-udp-4000", "bytes_per_listener", "plain", 2.01, "✗"},
+		{"udp-echo", "replies_per_s", "batch", 1.1, "✓"},
+		{"udp-echo", "replies_per_s", "batch", 1.09, "✗"},
+		{"udp1-echo", "replies_per_s", "batch", 1.2, "✓"},
+		{"udp-echo", "cpu_us_per_reply", "batch", 0.8, "✓"},
+		{"udp1-echo", "cpu_us_per_reply", "batch", 0.81, "✗"},
+		{"tcp-stream", "mb_per_s", "stdlib", 1.0, "✓"},
+		{"tcp-stream", "mb_per_s", "stdlib", 0.99, "✗"},
+		{"tcp-rr", "replies_per_s", "stdlib", 0.99, "✗"},
+		{"tcp-rr", "p99_us", "stdlib", 1.0, "✓"},
+		{"tcp-rr", "p99_us", "stdlib", 1.01, "✗"},
+		{"scale-udp-4000", "open_ms", "plain", 1.1, "✓"},
+		{"scale-udp-4000", "open_ms", "plain", 1.11, "✗"},
+		{"scale-tcp-4000", "close_ms", "plain", 1.2, "✓"},
+		{"scale-tcp-4000", "close_ms", "plain", 1.21, "✗"},
+		{"scale-udp-4000", "bytes_per_listener", "plain", 1.11, "✗"},
 		{"scale-udp-4000", "bytes_per_listener", "plain", math.NaN(), "?"},
 	} {
 		tg := findTarget(tc.bench, tc.metric, tc.baseline)
@@ -149,7 +159,8 @@ func TestTargetCheck(t *testing.T) {
 			t.Errorf("%s %s %s at %v: %s, want %s", tc.bench, tc.metric, tc.baseline, tc.ratio, got, tc.want)
 		}
 	}
-	for _, none := range [][3]string{{"tcp-rr", "p50_us", "gnet"}, {"scale-tcp-1000", "open_ms", "plain"}, {"udp-echo", "loss_pct", "stdlib"}} {
+	for _, none := range [][3]string{{"tcp-rr", "p50_us", "gnet"}, {"scale-tcp-1000", "open_ms", "plain"}, {"udp-echo", "loss_pct", "stdlib"},
+		{"udp-echo", "replies_per_s", "gnet"}, {"tcp-rr", "replies_per_s", "gnet"}, {"dns-udp", "qps", "miekg"}, {"conns-idle-1000", "heap_stack_per_conn", "plain"}} {
 		if tg := findTarget(none[0], none[1], none[2]); tg != nil {
 			t.Errorf("unexpected target for %v: %v", none, tg)
 		}
@@ -163,5 +174,115 @@ func TestFmtNum(t *testing.T) {
 		if got := fmtNum(v); got != want {
 			t.Errorf("fmtNum(%v) = %q, want %q", v, got, want)
 		}
+	}
+}
+
+func TestAbsoluteTarget(t *testing.T) {
+	tg := findTarget("conns-idle-19000", "heap_stack_per_conn", "plain")
+	if tg == nil || !tg.absolute {
+		t.Fatalf("conns-idle-19000 target = %+v, want an absolute bound", tg)
+	}
+	for _, tc := range []struct {
+		p2pd, plain float64
+		want        string
+	}{
+		{3072, 100, "✓"}, // the ratio is 30: only p2pd's value counts
+		{3073, 1e6, "✗"},
+		{math.NaN(), 1, "?"},
+	} {
+		r := row{p2pd: summary{tc.p2pd, 1}, base: summary{tc.plain, 1}, ratio: ratio(tc.p2pd, tc.plain)}
+		if got := tg.check(tg.measure(r)); got != tc.want {
+			t.Errorf("p2pd %v plain %v: %s, want %s", tc.p2pd, tc.plain, got, tc.want)
+		}
+	}
+	if s := tg.String(); !strings.Contains(s, "p2pd ≤ 3072") {
+		t.Errorf("target prints as %q", s)
+	}
+}
+
+func TestGrowthName(t *testing.T) {
+	for _, tc := range []struct {
+		in     string
+		family string
+		n      int
+		ok     bool
+	}{
+		{"scale-tcp-4000", "scale-tcp", 4000, true},
+		{"conns-idle-19000", "conns-idle", 19000, true},
+		{"conns-msg-100", "conns-msg", 100, true},
+		{"scale-tcp", "", 0, false},
+		{"scale-4000", "", 0, false},
+		{"tcp-rr", "", 0, false},
+		{"scale-tcp-x", "", 0, false},
+		{"conns-idle--1", "", 0, false},
+	} {
+		f, n, ok := growthName(tc.in)
+		if ok != tc.ok || ok && (f != tc.family || n != tc.n) {
+			t.Errorf("growthName(%q) = %q, %d, %v; want %q, %d, %v", tc.in, f, n, ok, tc.family, tc.n, tc.ok)
+		}
+	}
+}
+
+func TestGrowthTables(t *testing.T) {
+	rs := []result{
+		res("scale-tcp-16000", "p2pd", 1, "open_ms", 200.0, "bytes_per_listener", 900.0),
+		res("scale-tcp-16000", "plain", 1, "open_ms", 100.0, "bytes_per_listener", 1000.0),
+		res("scale-tcp-100", "p2pd", 1, "open_ms", 2.0),
+		res("scale-tcp-4000", "p2pd", 1, "open_ms", 44.0),
+		res("scale-tcp-4000", "plain", 1, "open_ms", 40.0),
+		res("conns-idle-1000", "p2pd", 1, "heap_stack_per_conn", 2000.0),
+		res("conns-idle-1000", "plain", 1, "heap_stack_per_conn", 8000.0),
+		res("udp-echo", "p2pd", 1, "replies_per_s", 1.0),
+	}
+	out := renderGrowth(rs)
+	for _, s := range []string{
+		"### conns-idle", "| 1000 | 2000 | 8000 | 0.25 | — | — | — |",
+		"### scale-tcp", "| 100 | 2.00 | — | — |", "| 16000 | 200 | 100 | 2.00 |",
+	} {
+		if !strings.Contains(out, s) {
+			t.Errorf("growth tables lack %q:\n%s", s, out)
+		}
+	}
+	if i, j := strings.Index(out, "| 4000 |"), strings.Index(out, "| 16000 |"); i < 0 || j < i {
+		t.Errorf("sizes not in numeric order:\n%s", out)
+	}
+	if strings.Contains(out, "udp-echo") {
+		t.Errorf("an echo bench in the growth tables:\n%s", out)
+	}
+	main := mainRows(compare(rs))
+	for _, r := range main {
+		if r.bench == "scale-tcp-100" || r.bench == "conns-idle-1000" {
+			t.Errorf("main table keeps growth row without target: %+v", r)
+		}
+	}
+	if !slices.ContainsFunc(main, func(r row) bool { return r.bench == "scale-tcp-4000" && r.metric == "open_ms" }) {
+		t.Errorf("main table lost the scale-tcp-4000 target row")
+	}
+}
+
+func TestMissingTargets(t *testing.T) {
+	rows := withMissingTargets(compare([]result{res("tcp-rr", "p2pd", 1, "p99_us", 1.0), res("tcp-rr", "stdlib", 1, "p99_us", 2.0)}))
+	if len(rows) != len(targets) {
+		t.Fatalf("%d rows, want one per target (%d)", len(rows), len(targets))
+	}
+	out := renderRows(rows)
+	for _, s := range []string{
+		"| tcp-rr | p99_us ↓ | 1 | stdlib | 2 | 0.50 | 1/1 | ✓",
+		"| conns-idle-19000 | heap_stack_per_conn ↓ | — | plain | — | — | 0/0 | ? p2pd ≤ 3072",
+		"| scale-*-4000 | close_ms ↓ | — | plain | — | — | 0/0 | ? ≤ 1.20 |",
+	} {
+		if !strings.Contains(out, s) {
+			t.Errorf("table lacks %q:\n%s", s, out)
+		}
+	}
+}
+
+func TestRatioAtBound(t *testing.T) {
+	out := renderRows(compare([]result{
+		res("scale-udp-4000", "p2pd", 1, "close_ms", 36.4),
+		res("scale-udp-4000", "plain", 1, "close_ms", 30.3),
+	}))
+	if !strings.Contains(out, "| 1.201 | 1/1 | ✗ ≤ 1.20 |") {
+		t.Errorf("a ratio just over the bound does not show why it misses:\n%s", out)
 	}
 }

@@ -16,23 +16,34 @@ func renderRows(rows []row) string {
 		sb.WriteString("| (no results) | | | | | | | |\n")
 	}
 	for _, r := range rows {
-		dir := "↑"
-		if lowerBetter[r.metric] {
-			dir = "↓"
-		}
-		tgt := ""
+		tgt, rat := "", fmtRatio(r.ratio)
 		if r.target != nil {
-			tgt = r.target.check(r.ratio) + " " + r.target.String()
+			tgt = r.target.check(r.target.measure(r)) + " " + r.target.String()
+			if !r.target.absolute && rat == fmtRatio(r.target.bound) && r.ratio != r.target.bound {
+				rat = strconv.FormatFloat(r.ratio, 'f', 3, 64) // 1.201 ✗ ≤ 1.20, not 1.20 ✗
+			}
 		}
 		base := r.baseline
 		if base == "" {
 			base = "—"
 		}
 		fmt.Fprintf(&sb, "| %s | %s %s | %s | %s | %s | %s | %d/%d | %s |\n",
-			r.bench, r.metric, dir, fmtNum(r.p2pd.value), base, fmtNum(r.base.value),
-			fmtRatio(r.ratio), r.p2pd.rounds, r.base.rounds, tgt)
+			r.bench, r.metric, direction(r.metric), fmtNum(r.p2pd.value), base, fmtNum(r.base.value),
+			rat, r.p2pd.rounds, r.base.rounds, tgt)
 	}
 	return sb.String()
+}
+
+// direction is the arrow of a metric: ↑ higher is better, ↓ lower is
+// better, · neither.
+func direction(metric string) string {
+	switch {
+	case neutral[metric]:
+		return "·"
+	case lowerBetter[metric]:
+		return "↓"
+	}
+	return "↑"
 }
 
 // renderGoBench prints the micro-benchmark table in Markdown.

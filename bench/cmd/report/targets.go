@@ -17,29 +17,39 @@ var lowerBetter = map[string]bool{
 	"p50_us": true, "p99_us": true, "loss_pct": true, "errors": true,
 	"open_ms": true, "close_ms": true, "fds": true,
 	"bytes_per_listener": true, "heap_per_listener": true, "stack_per_listener": true, "go_per_listener": true,
+	"cpu_us_per_reply": true, "cpu_us_per_mb": true, "cpu_us_per_query": true,
+	"heap_stack_per_conn": true, "rss_per_conn": true, "goroutines_per_conn": true,
+	"avg_latency_us": true, "max_latency_us": true, "lost_pct": true, "reconnects": true,
 }
 
-// target is a bound on the ratio p2pd/baseline of one metric.
+// neutral lists the metrics that are neither better high nor low (they
+// explain the others).
+var neutral = map[string]bool{"server_cpu_pct": true}
+
+// target is a bound on the ratio p2pd/baseline of one metric, or with
+// absolute on p2pd's value itself (the row still shows the ratio).
 type target struct {
 	bench    string // path.Match pattern
 	metric   string
 	baseline string
 	atLeast  bool // ratio >= bound; else ratio <= bound
+	absolute bool // the bound is on p2pd's value, not on the ratio
 	bound    float64
 	note     string
 }
 
+// targets: gnet rows and the DNS benches have none (information only).
 var targets = []target{
 	{bench: "udp-echo", metric: "replies_per_s", baseline: "stdlib", atLeast: true, bound: 1.4},
-	{bench: "udp-echo", metric: "replies_per_s", baseline: "batch", atLeast: true, bound: 0.95},
-	{bench: "udp-echo", metric: "replies_per_s", baseline: "gnet", atLeast: true, bound: 1.0},
-	{bench: "tcp-rr", metric: "replies_per_s", baseline: "stdlib", atLeast: true, bound: 0.95},
-	{bench: "tcp-rr", metric: "p99_us", baseline: "stdlib", bound: 1.05, note: "p99 p2pd ≤ stdlib, 5 % noise margin"},
-	{bench: "tcp-rr", metric: "replies_per_s", baseline: "gnet", atLeast: true, bound: 0.95, note: "within noise of gnet"},
-	{bench: "tcp-stream", metric: "mb_per_s", baseline: "stdlib", atLeast: true, bound: 0.95},
-	{bench: "tcp-stream", metric: "mb_per_s", baseline: "gnet", atLeast: true, bound: 0.95, note: "within noise of gnet"},
-	{bench: "scale-*-4000", metric: "open_ms", baseline: "plain", bound: 1.5},
-	{bench: "scale-*-4000", metric: "bytes_per_listener", baseline: "plain", bound: 2.0},
+	{bench: "udp*-echo", metric: "replies_per_s", baseline: "batch", atLeast: true, bound: 1.1},
+	{bench: "udp*-echo", metric: "cpu_us_per_reply", baseline: "batch", bound: 0.8, note: "server CPU per reply"},
+	{bench: "tcp-rr", metric: "replies_per_s", baseline: "stdlib", atLeast: true, bound: 1.0},
+	{bench: "tcp-rr", metric: "p99_us", baseline: "stdlib", bound: 1.0, note: "p99 p2pd ≤ stdlib"},
+	{bench: "tcp-stream", metric: "mb_per_s", baseline: "stdlib", atLeast: true, bound: 1.0},
+	{bench: "scale-*-4000", metric: "open_ms", baseline: "plain", bound: 1.1},
+	{bench: "scale-*-4000", metric: "close_ms", baseline: "plain", bound: 1.2},
+	{bench: "scale-*-4000", metric: "bytes_per_listener", baseline: "plain", bound: 1.1, note: "RSS per listener"},
+	{bench: "conns-idle-19000", metric: "heap_stack_per_conn", baseline: "plain", absolute: true, bound: 3072, note: "p2pd ≤ 3 KB per idle connection"},
 }
 
 func findTarget(bench, metric, baseline string) *target {
@@ -59,7 +69,16 @@ func ratio(p, b float64) float64 {
 	return p / b
 }
 
-// check returns "✓" or "✗" for ratio r against t, "?" when r is NaN.
+// measure returns what t bounds in row r: the ratio, or p2pd's value.
+func (t *target) measure(r row) float64 {
+	if t.absolute {
+		return r.p2pd.value
+	}
+	return r.ratio
+}
+
+// check returns "✓" or "✗" for v (see measure) against t, "?" when v is
+// NaN.
 func (t *target) check(r float64) string {
 	switch {
 	case math.IsNaN(r):
@@ -76,6 +95,9 @@ func (t *target) String() string {
 		op = "≥"
 	}
 	s := op + " " + strconv.FormatFloat(t.bound, 'f', 2, 64)
+	if t.absolute {
+		s = "p2pd " + op + " " + strconv.FormatFloat(t.bound, 'f', -1, 64)
+	}
 	if t.note != "" {
 		s += " (" + t.note + ")"
 	}
@@ -123,6 +145,21 @@ func compare(rs []result) []row {
 	return rows
 }
 
+// withMissingTargets appends a row for every target that no row
+// matched (a bench that did not run or failed), so that every target
+// shows, as "?".
+func withMissingTargets(rows []row) []row {
+	for i := range targets {
+		t := &targets[i]
+		if slices.ContainsFunc(rows, func(r row) bool { return r.target == t }) {
+			continue
+		}
+		rows = append(rows, row{bench: t.bench, metric: t.metric, baseline: t.baseline,
+			p2pd: summary{math.NaN(), 0}, base: summary{math.NaN(), 0}, ratio: math.NaN(), target: t})
+	}
+	return rows
+}
+
 func sortedKeys[V any](m map[string]V, less func(a, b string) int) []string {
 	ks := make([]string, 0, len(m))
 	for k := range m {
@@ -147,21 +184,23 @@ func order(known []string) func(a, b string) int {
 }
 
 var (
-	metricLess = order([]string{"replies_per_s", "mb_per_s", "p50_us", "p99_us", "loss_pct",
-		"open_ms", "close_ms", "bytes_per_listener", "heap_per_listener", "stack_per_listener", "go_per_listener", "fds", "errors"})
-	implLess = order([]string{"stdlib", "batch", "gnet", "plain"})
+	metricLess = order([]string{"replies_per_s", "mb_per_s", "qps", "cpu_us_per_reply", "cpu_us_per_mb", "cpu_us_per_query",
+		"server_cpu_pct", "p50_us", "p99_us", "avg_latency_us", "max_latency_us", "loss_pct", "lost_pct", "reconnects",
+		"open_ms", "close_ms", "bytes_per_listener", "heap_per_listener", "stack_per_listener", "go_per_listener",
+		"heap_stack_per_conn", "rss_per_conn", "goroutines_per_conn", "fds", "errors"})
+	implLess = order([]string{"stdlib", "batch", "gnet", "plain", "miekg"})
 )
 
-// benchLess puts the echo benches first, then scale-PROTO-N by protocol and
-// by N as a number.
+// benchLess puts the echo benches first, then the DNS ones, then the
+// growth benches (FAMILY-N) by family and by N as a number.
 func benchLess(a, b string) int {
-	known := order([]string{"tcp-rr", "tcp-stream", "udp-echo"})
-	pa, na, oka := scaleName(a)
-	pb, nb, okb := scaleName(b)
+	known := order([]string{"tcp-rr", "tcp-stream", "udp-echo", "udp1-echo", "dns-udp", "dns-tcp"})
+	fa, na, oka := growthName(a)
+	fb, nb, okb := growthName(b)
 	if oka && okb {
-		return cmp.Or(strings.Compare(pa, pb), cmp.Compare(na, nb))
+		return cmp.Or(strings.Compare(fa, fb), cmp.Compare(na, nb))
 	}
-	if oka != okb { // scale benches after the others
+	if oka != okb { // growth benches after the others
 		if oka {
 			return 1
 		}
@@ -170,16 +209,20 @@ func benchLess(a, b string) int {
 	return known(a, b)
 }
 
-// scaleName splits "scale-tcp-4000" into "tcp" and 4000.
-func scaleName(s string) (proto string, n int, ok bool) {
-	rest, ok := strings.CutPrefix(s, "scale-")
-	if !ok {
+// growthName splits a bench measured at several sizes, "scale-tcp-4000"
+// or "conns-idle-19000", into its family ("scale-tcp") and size (4000).
+func growthName(s string) (family string, n int, ok bool) {
+	if !strings.HasPrefix(s, "scale-") && !strings.HasPrefix(s, "conns-") {
 		return "", 0, false
 	}
-	proto, num, ok := strings.Cut(rest, "-")
-	if !ok {
+	i := strings.LastIndexByte(s, '-')
+	num, family := s[i+1:], s[:i]
+	if num == "" || strings.Trim(num, "0123456789") != "" || strings.HasSuffix(family, "-") || !strings.Contains(family, "-") {
 		return "", 0, false
 	}
 	n, err := strconv.Atoi(num)
-	return proto, n, err == nil
+	if err != nil {
+		return "", 0, false
+	}
+	return s[:i], n, true
 }

@@ -81,7 +81,7 @@ func main() {
 	proto := flag.String("proto", "tcp", "protocol: tcp or udp")
 	n := flag.Int("n", 1000, "number of listeners (ports base..base+n-1)")
 	round := flag.Int("round", 1, "round number, copied to the output")
-	base := flag.Int("base", 0, "first port; 0 picks a free range (from 20000 up)")
+	base := flag.Int("base", 0, "first port; 0 picks a free range (from 20000 up, then below)")
 	memprofile := flag.String("memprofile", "", "write a heap profile (every allocation sampled) after opening to `file`")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the opening to `file`")
 	flag.Parse()

@@ -145,14 +145,25 @@ func raiseFDLimit(n int) error {
 }
 
 // pickBase finds base such that ports base..base+n-1 of proto are free on
-// 127.0.0.1. Candidates start at 20000 and go up by 1000; ranges that
-// overlap the kernel's ephemeral port range (where outgoing connections
-// take ports) are tried last.
+// 127.0.0.1. Candidates start at 20000 and go up by 1000, then from 19000
+// down to 2000; ranges that overlap the kernel's ephemeral port range
+// (where outgoing connections take ports, and leave TIME_WAIT sockets
+// that a listener cannot bind over) are tried last. With Linux's default
+// ephemeral range, 16,000 listeners fit only below 32768.
 func pickBase(proto string, n int) (int, error) {
 	eLo, eHi := ephemeralRange()
+	var bases []int
+	for base := 20000; base+n-1 <= 65535; base += 1000 {
+		bases = append(bases, base)
+	}
+	for base := 19000; base >= 2000; base -= 1000 {
+		if base+n-1 <= 65535 {
+			bases = append(bases, base)
+		}
+	}
 	var last error
 	for _, inEphemeral := range []bool{false, true} {
-		for base := 20000; base+n-1 <= 65535; base += 1000 {
+		for _, base := range bases {
 			if overlaps := base <= eHi && base+n-1 >= eLo; overlaps != inEphemeral {
 				continue
 			}
@@ -164,9 +175,9 @@ func pickBase(proto string, n int) (int, error) {
 		}
 	}
 	if last == nil {
-		return 0, fmt.Errorf("-n %d: no range of %d ports from 20000 up", n, n)
+		return 0, fmt.Errorf("-n %d: no range of %d ports from 2000 up", n, n)
 	}
-	return 0, fmt.Errorf("no free range of %d %s ports on 127.0.0.1 from 20000 up (last: %w); pass -base", n, proto, last)
+	return 0, fmt.Errorf("no free range of %d %s ports on 127.0.0.1 from 2000 up (last: %w); pass -base", n, proto, last)
 }
 
 // probeRange binds every port with a raw socket and closes it at once. It
