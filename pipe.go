@@ -27,9 +27,10 @@ import (
 // concurrent use.
 //
 // Every pipe runs exactly one goroutine (the accept loop, the UDP reader or
-// the TCP connection reader), which ends when the pipe ends: Close starts
-// that and returns, Shutdown and Done wait for it (a server pipe ends after
-// its connections).
+// the TCP connection reader), or one per socket for a server pipe of
+// several (PipeConfig.Sockets), which ends when the pipe ends: Close
+// starts that and returns, Shutdown and Done wait for it (a server pipe
+// ends after its connections).
 type Pipe struct {
 	cfg    *PipeConfig // shared with the connections of a TCP server
 	proto  Proto
@@ -45,6 +46,7 @@ type Pipe struct {
 	conn net.Conn        // TCP connection, maybe *tls.Conn
 	rc   syscall.RawConn // raw reads of a plain TCP connection, or nil
 	ub   *udpBatch       // batched UDP I/O, or nil
+	fan  *fanout         // a server's other sockets (PipeConfig.Sockets), or nil
 
 	cb    atomic.Pointer[cbBox]
 	subs  atomic.Pointer[[]*Sub]
@@ -100,6 +102,9 @@ func copyConfig(c *PipeConfig) (*PipeConfig, error) {
 	if !cfg.Framing.valid() {
 		return nil, errorf("p2pd: %w: framing %v", ErrInvalid, cfg.Framing)
 	}
+	if err := cfg.checkSockets(); err != nil {
+		return nil, err
+	}
 	if cfg.dog == nil {
 		cfg.dog = new(watcher) // the call's own; a Daemon passes its one
 	}
@@ -119,11 +124,13 @@ func (p *Pipe) start() {
 	}
 	switch {
 	case p.ln != nil:
+		p.startFan()
 		go p.acceptLoop()
 	case p.proto == UDP:
 		if p.udp != nil && p.ub == nil {
 			p.initBatch()
 		}
+		p.startFan()
 		go p.udpLoop()
 	default:
 		go p.connLoop()
@@ -291,6 +298,7 @@ var aLongTimeAgo = time.Unix(1, 0)
 
 func (p *Pipe) drain() {
 	p.draining.Store(true)
+	p.fan.drain()
 	switch {
 	case p.ln != nil:
 		p.ln.Close()
@@ -321,6 +329,7 @@ func (p *Pipe) terminate(reason error) {
 	if p.ub != nil {
 		p.ub.close()
 	}
+	p.fan.close()
 	switch {
 	case p.ln != nil:
 		p.ln.Close()

@@ -19,22 +19,27 @@ import (
 // acceptLoop is a TCP server's goroutine. Its cold paths are functions of
 // their own, so that the goroutine of an idle listener, parked in Accept,
 // fits in the smallest stack.
-func (p *Pipe) acceptLoop() {
-	var reason error
+func (p *Pipe) acceptLoop() { p.endServer(p.acceptFrom(p.ln, p.fan.first())) }
+
+// acceptFrom accepts connections on ln until the server ends, and returns
+// why (nil for a local close or Shutdown). s is ln's entry among the
+// server's sockets (PipeConfig.Sockets), nil if it has only ln.
+func (p *Pipe) acceptFrom(ln net.Listener, s *fanSock) error {
 	var delay time.Duration
 	for {
-		c, err := p.ln.Accept()
+		c, err := ln.Accept()
 		if err == nil {
 			delay = 0
+			if s != nil {
+				s.accepts.Add(1)
+			}
 			p.addConn(c)
 			continue
 		}
-		var end bool
-		if end, reason = p.acceptError(err, &delay); end {
-			break
+		if end, reason := p.acceptError(err, &delay); end {
+			return reason
 		}
 	}
-	p.endServer(reason)
 }
 
 // acceptError decides what an accept error means: end the server (with
@@ -72,6 +77,7 @@ func (p *Pipe) endServer(reason error) {
 	if !p.draining.Load() {
 		p.terminate(nil)
 	}
+	p.waitFan(nil) // the other sockets' accept loops, which end now too
 	for {
 		p.mu.Lock()
 		var c *Pipe
