@@ -28,9 +28,9 @@ type udpBatch struct {
 	rc     syscall.RawConn
 	conn   *net.UDPConn // the socket
 	sock   uint16       // its index among the pipe's sockets (see fanout.go)
-	family int    // unix.AF_INET or unix.AF_INET6
-	scope  uint32 // the bound address's IPv6 scope id, 0 if none
-	zone   string // its zone as the pipe knows it
+	family int          // unix.AF_INET or unix.AF_INET6
+	scope  uint32       // the bound address's IPv6 scope id, 0 if none
+	zone   string       // its zone as the pipe knows it
 	n      int
 	slot   int
 
