@@ -26,13 +26,14 @@ import (
 // holds nobody's replies for long.
 type udpBatch struct {
 	rc     syscall.RawConn
-	conn   *net.UDPConn // the socket
-	sock   uint16       // its index among the pipe's sockets (see fanout.go)
-	family int          // unix.AF_INET or unix.AF_INET6
-	scope  uint32       // the bound address's IPv6 scope id, 0 if none
-	zone   string       // its zone as the pipe knows it
+	family int    // unix.AF_INET or unix.AF_INET6
+	scope  uint32 // the bound address's IPv6 scope id, 0 if none
+	zone   string // its zone as the pipe knows it
 	n      int
 	slot   int
+
+	conn *net.UDPConn // the socket
+	sock uint16       // its index among the pipe's sockets (see fanout.go)
 
 	// A wildcard socket learns, with IP_PKTINFO / IPV6_PKTINFO, which of
 	// the host's addresses each datagram was sent to; the callback gets it
