@@ -18,12 +18,14 @@ import (
 // its source and destination address and port, so every datagram of a
 // peer reaches the same socket while the group of sockets stays the same,
 // and that socket's reader hands them on in order. The group is bound at
-// once and closed at once, so it stays the same for the pipe's life. A
-// classic BPF program (SO_ATTACH_REUSEPORT_CBPF) could pin the choice
-// further, but it cannot read the UDP header of the datagram it steers
-// (it sees the payload), is replaced by any other socket of the group
-// that attaches its own, and adds nothing while the group is stable: the
-// kernel's hash is kept.
+// once and closed at once, so it stays the same for the pipe's life. The
+// kernel's hash is kept: it is keyed by a secret of the boot, so a flood
+// from chosen ports spreads like any traffic. A classic BPF program
+// (SO_ATTACH_REUSEPORT_CBPF) could pin the choice to the pipe's sockets,
+// leaving nothing to a socket that joins later, but it runs with the
+// payload at offset 0 (the ports only through the IP header, IPv6
+// extension headers included), a socket that joins can replace it with
+// its own, and while the group is stable it adds nothing.
 //
 // A message's Peer carries the index of the socket it came in on (see
 // Peer.sock), so that Send answers from that socket and a reply made in

@@ -136,10 +136,12 @@ type PipeConfig struct {
 	//
 	// A second instance is refused as without it: Listen first binds the
 	// address once without SO_REUSEPORT (and closes that socket), which
-	// fails with ErrAddrInUse when anything is bound there. The kernel
-	// still lets a socket of the same user that sets SO_REUSEPORT itself
-	// join the group later (and take a share of the peers), as it does not
-	// one of another user.
+	// fails with ErrAddrInUse when anything is bound there, a fan-out
+	// listener included. The kernel still lets a later socket of the same
+	// user that sets SO_REUSEPORT itself join the group and take a share
+	// of the peers; one of another user it refuses. A Daemon counts a
+	// listener of N sockets as one against MaxListeners; it holds N
+	// descriptors.
 	Sockets int
 
 	// Framing sets the message boundaries on TCP. Zero: FrameRaw.
