@@ -60,10 +60,13 @@ import (
 // with ErrAddrInUse. UDP sockets do not get it unless ReuseAddr is set,
 // because on UDP it does let two live sockets share a port (silently
 // splitting the traffic, the bug P2PD has). SO_REUSEPORT is never set, for
-// the same reason. SO_LINGER is left to the OS default (Linger = 0): a
-// closed connection still delivers its last data, and the TIME_WAIT it leaves
-// does not block a restart thanks to SO_REUSEADDR; a negative Linger
-// (reset on close) would lose data in flight and is not needed for restarts.
+// the same reason, unless PipeConfig.Sockets asks for several sockets per
+// listener: then the listener's own sockets share its address, and a
+// second instance is still refused (see [PipeConfig.Sockets]). SO_LINGER
+// is left to the OS default (Linger = 0): a closed connection still
+// delivers its last data, and the TIME_WAIT it leaves does not block a
+// restart thanks to SO_REUSEADDR; a negative Linger (reset on close) would
+// lose data in flight and is not needed for restarts.
 // A listener left by a crashed process does not exist: the kernel closes a
 // dead process's sockets, so nothing like P2PD's "zombie" check is needed.
 type Daemon struct {

@@ -58,10 +58,18 @@ func listenShared(ctx context.Context, proto Proto, r Route, cfg *PipeConfig) (*
 	network, addr := proto.network(fam), sa.String()
 	var ln net.Listener
 	var pc net.PacketConn
+	var fan *fanout
+	n := cfg.sockets()
 	bind := func() (err error) {
-		if proto == TCP {
+		switch {
+		case n > 1:
+			fan, err = bindFanout(ctx, lc, proto, network, addr, n)
+			if err == nil {
+				ln, pc = fan.socks[0].ln, fan.socks[0].packetConn()
+			}
+		case proto == TCP:
 			ln, err = lc.Listen(ctx, network, addr)
-		} else {
+		default:
 			pc, err = lc.ListenPacket(ctx, network, addr)
 		}
 		return err
@@ -73,7 +81,10 @@ func listenShared(ctx context.Context, proto Proto, r Route, cfg *PipeConfig) (*
 	if err != nil {
 		return nil, cfg.bindError(fam, proto, r.Bound, err)
 	}
-	return servePipe(cfg, ln, pc, r), nil
+	p := newServer(cfg, ln, pc, r)
+	p.fan = fan
+	p.start()
+	return p, nil
 }
 
 // ServeListener serves an already bound TCP listener (systemd socket
@@ -112,6 +123,13 @@ func serve(c *PipeConfig, ln net.Listener, pc net.PacketConn) (*Pipe, error) {
 // socket bound elsewhere (the pipe's route is then made of its address).
 // The socket's port is the real one; the address keeps r's zone.
 func servePipe(cfg *PipeConfig, ln net.Listener, pc net.PacketConn, r Route) *Pipe {
+	p := newServer(cfg, ln, pc, r)
+	p.start()
+	return p
+}
+
+// newServer is servePipe without the start.
+func newServer(cfg *PipeConfig, ln net.Listener, pc net.PacketConn, r Route) *Pipe {
 	var p *Pipe
 	if ln != nil {
 		p = newPipe(cfg, TCP, true, nil)
@@ -131,7 +149,6 @@ func servePipe(cfg *PipeConfig, ln net.Listener, pc net.PacketConn, r Route) *Pi
 	}
 	r.Bound = p.local
 	p.route = r
-	p.start()
 	return p
 }
 

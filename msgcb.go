@@ -9,8 +9,10 @@ import "net/netip"
 // The contract:
 //
 //   - MsgCB is called concurrently from several goroutines: one per UDP
-//     socket and one per TCP connection. Calls for one UDP socket, or for
-//     one TCP connection, are sequential and in arrival order.
+//     socket (a server pipe may have several: PipeConfig.Sockets) and one
+//     per TCP connection. Calls for one UDP socket, or for one TCP
+//     connection, are sequential and in arrival order; so are those for
+//     one UDP peer, whose datagrams all reach the same socket.
 //   - msg is only valid until MsgCB returns: the pipe reuses the buffer
 //     for the next read. Copy it (bytes.Clone) to keep it. A slice kept
 //     anyway stays readable memory (it is never unmapped or freed under
@@ -69,6 +71,10 @@ type Peer struct {
 	// Truncated reports a UDP datagram longer than PipeConfig.BufferSize,
 	// of which msg holds only the first BufferSize bytes. Send ignores it.
 	Truncated bool
+
+	// sock is the index of the UDP server's socket the datagram came in
+	// on (PipeConfig.Sockets), which Send answers from; 0 for the first.
+	sock uint16
 }
 
 // MsgCallbackFunc adapts an ordinary function to a [MsgCallback].

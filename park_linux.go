@@ -33,10 +33,11 @@ const parkSweep = time.Second
 
 // canPark reports whether the pipe may wait in its owner's parker rather
 // than on a goroutine: a TCP listener, an accepted plain (not TLS) TCP
-// connection, or a UDP server socket read in batches.
+// connection, or a UDP server socket read in batches; not a server of
+// several sockets (PipeConfig.Sockets), which is for busy addresses.
 func (p *Pipe) canPark() bool {
-	if p.cfg.park == nil {
-		return false
+	if p.cfg.park == nil || p.fan != nil {
+		return false // a pipe of several sockets keeps its goroutines
 	}
 	switch {
 	case p.ub != nil:

@@ -27,13 +27,15 @@ import (
 // concurrent use.
 //
 // Every pipe runs one goroutine (the accept loop, the UDP reader or the TCP
-// connection reader), which ends when the pipe ends: Close starts that and
-// returns, Shutdown and Done wait for it (a server pipe ends after its
-// connections). On Linux an accepted plain TCP connection with nothing to
-// read, that has sent nothing yet or has been silent for 2 s, parks: it
-// gives up its goroutine and waits in an epoll set of its owner (a Daemon,
-// or the Listen call), and gets a new one when it has data, ends or times
-// out. Its callbacks still run one at a time, in order.
+// connection reader), or one per socket for a server pipe of several
+// (PipeConfig.Sockets), which ends when the pipe ends: Close starts that
+// and returns, Shutdown and Done wait for it (a server pipe ends after its
+// connections). On Linux a pipe with nothing to read parks: it gives up its
+// goroutine and waits in an epoll set of its owner (a Daemon, or the
+// Listen call) until it has data, ends or times out, then gets a new one.
+// A TCP listener or a UDP server socket of one socket parks when nothing
+// has come since it began or for 2 s; so does an accepted plain (not TLS)
+// TCP connection. Callbacks still run one at a time, in order.
 type Pipe struct {
 	cfg    *PipeConfig // shared with the connections of a TCP server
 	proto  Proto
@@ -49,6 +51,7 @@ type Pipe struct {
 	conn net.Conn        // TCP connection, maybe *tls.Conn
 	rc   syscall.RawConn // raw reads of a plain TCP connection, or a TCP listener's socket to park; or nil
 	ub   *udpBatch       // batched UDP I/O, or nil
+	fan  *fanout         // a server's other sockets (PipeConfig.Sockets), or nil
 
 	cb    atomic.Pointer[cbBox]
 	subs  atomic.Pointer[[]*Sub]
@@ -107,6 +110,9 @@ func copyConfig(c *PipeConfig) (*PipeConfig, error) {
 	if !cfg.Framing.valid() {
 		return nil, errorf("p2pd: %w: framing %v", ErrInvalid, cfg.Framing)
 	}
+	if err := cfg.checkSockets(); err != nil {
+		return nil, err
+	}
 	if cfg.dog == nil {
 		cfg.dog = new(watcher) // the call's own; a Daemon passes its one
 	}
@@ -129,6 +135,7 @@ func (p *Pipe) start() {
 	}
 	switch {
 	case p.ln != nil:
+		p.startFan()
 		if !p.canPark() || !p.park() {
 			go p.acceptLoop()
 		}
@@ -136,6 +143,7 @@ func (p *Pipe) start() {
 		if p.udp != nil && p.ub == nil {
 			p.initBatch()
 		}
+		p.startFan()
 		if !p.canPark() || !p.park() {
 			go p.udpLoop()
 		}
@@ -305,6 +313,7 @@ var aLongTimeAgo = time.Unix(1, 0)
 
 func (p *Pipe) drain() {
 	p.draining.Store(true)
+	p.fan.drain()
 	switch {
 	case p.ln != nil:
 		p.ln.Close()
@@ -346,6 +355,7 @@ func (p *Pipe) terminate(reason error) {
 	if p.ub != nil {
 		p.ub.close()
 	}
+	p.fan.close()
 	switch {
 	case p.ln != nil:
 		p.ln.Close()

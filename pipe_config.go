@@ -120,6 +120,30 @@ type PipeConfig struct {
 	// read takes at most 1024 (Linux's limit).
 	UDPBatch int
 
+	// Sockets is how many sockets a server pipe that Listen opens (a
+	// Daemon's listeners included) binds to its address, each read by a
+	// goroutine of its own, so that UDP reads and TCP accepts use several
+	// cores. The pipe stays one (one listener of a Daemon, one set of
+	// counters, limits and connections); a datagram's Peer remembers its
+	// socket, and Send answers it from there. Zero or 1: one socket,
+	// without SO_REUSEPORT. N > 1 (at most 64): N sockets with
+	// SO_REUSEPORT, among which the kernel spreads peers by a hash of
+	// their address and port, so all of one peer's datagrams reach the
+	// same socket (and, UDP, its callbacks run in order). Negative: one per
+	// GOMAXPROCS (at most 64), one where N > 1 is not supported. Linux only:
+	// elsewhere N > 1 fails with an error wrapping ErrUnsupported. Dial,
+	// ServeListener, ServePacketConn and Daemon.Adopt ignore it.
+	//
+	// A second instance is refused as without it: Listen first binds the
+	// address once without SO_REUSEPORT (and closes that socket), which
+	// fails with ErrAddrInUse when anything is bound there, a fan-out
+	// listener included. The kernel still lets a later socket of the same
+	// user that sets SO_REUSEPORT itself join the group and take a share
+	// of the peers; one of another user it refuses. A Daemon counts a
+	// listener of N sockets as one against MaxListeners; it holds N
+	// descriptors.
+	Sockets int
+
 	// Framing sets the message boundaries on TCP. Zero: FrameRaw.
 	// Ignored on UDP, where a datagram is a message.
 	Framing Framing

@@ -49,8 +49,9 @@ func (p *Pipe) Stats() PipeStats {
 		s.SendDropped = p.ub.sendDropped()
 	}
 	if p.proto == UDP && p.server {
-		s.RecvDropped = p.recvDropped()
+		s.RecvDropped = recvDropped(p.udp)
 	}
+	p.fan.addStats(&s)
 	return s
 }
 

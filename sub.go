@@ -167,10 +167,11 @@ type tap struct {
 // is taken and goes no further. It is for a protocol that shares a socket
 // with the user's messages: a STUN client on a UDP listener takes the
 // answers to its own requests (see package github.com/p2pd/p2pd/reach).
-// fn runs on the pipe's reader, so it must not block; msg is valid only
-// until it returns. Intercept on a TCP server pipe sees no messages (its
-// connections have their own pipes). remove takes fn away; it may be
-// called more than once.
+// fn runs on the pipe's reader (on every socket's reader, concurrently,
+// for a pipe of several: PipeConfig.Sockets), so it must not block; msg is
+// valid only until it returns. Intercept on a TCP server pipe sees no
+// messages (its connections have their own pipes). remove takes fn away;
+// it may be called more than once.
 func (p *Pipe) Intercept(fn func(msg []byte, from Peer) bool) (remove func(), err error) {
 	if fn == nil {
 		return nil, errorf("p2pd: intercept: %w: nil func", ErrInvalid)

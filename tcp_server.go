@@ -22,18 +22,31 @@ import (
 // the goroutine returns, and the parker starts a new one when a
 // connection comes or the listener closes.
 func (p *Pipe) acceptLoop() {
-	var reason error
+	if err := p.acceptFrom(p.ln, p.fan.first()); err != errParked {
+		p.endServer(err)
+	}
+}
+
+// acceptFrom accepts connections on ln until the server ends, and returns
+// why (nil for a local close or Shutdown), or errParked. s is ln's entry
+// among the server's sockets (PipeConfig.Sockets), nil if it has only ln.
+func (p *Pipe) acceptFrom(ln net.Listener, s *fanSock) error {
 	var delay time.Duration
 	var dl deadline
-	if l, ok := p.ln.(interface{ SetDeadline(time.Time) error }); ok && p.canPark() {
+	if l, ok := ln.(interface{ SetDeadline(time.Time) error }); ok && ln == p.ln && p.canPark() {
 		dl.init(l.SetDeadline)
 	}
 	for {
 		dl.keep()
-		c, err := p.ln.Accept()
+		c, err := ln.Accept()
 		if err == nil {
 			delay = 0
-			dl.last = time.Now()
+			if s != nil {
+				s.accepts.Add(1)
+			}
+			if dl.on {
+				dl.last = time.Now()
+			}
 			p.addConn(c)
 			continue
 		}
@@ -42,17 +55,15 @@ func (p *Pipe) acceptLoop() {
 				continue
 			}
 			if p.park() {
-				return
+				return errParked
 			}
 			dl.off()
 			continue
 		}
-		var end bool
-		if end, reason = p.acceptError(err, &delay); end {
-			break
+		if end, reason := p.acceptError(err, &delay); end {
+			return reason
 		}
 	}
-	p.endServer(reason)
 }
 
 // acceptError decides what an accept error means: end the server (with
@@ -90,6 +101,7 @@ func (p *Pipe) endServer(reason error) {
 	if !p.draining.Load() {
 		p.terminate(nil)
 	}
+	p.waitFan(nil) // the other sockets' accept loops, which end now too
 	for {
 		p.mu.Lock()
 		var c *Pipe

@@ -16,28 +16,30 @@ func (p *Pipe) udpLoop() {
 	}
 	var reason error
 	if p.ub != nil {
-		reason = p.udpBatchLoop()
+		reason = p.udpBatchLoop(p.ub)
 	} else {
-		reason = p.udpReadLoop()
+		reason = p.udpReadLoop(p.udp, 0)
 	}
 	if reason == errParked {
 		return // the parker, or whoever takes it out, owns it now
 	}
+	p.waitFan(reason)
 	p.terminate(reason)
 	p.finish()
 }
 
-// udpReadLoop reads one datagram per call into a buffer it keeps: the
-// portable path, also taken by adopted sockets that are not *net.UDPConn.
-func (p *Pipe) udpReadLoop() error {
+// udpReadLoop reads one datagram per call from c, the pipe's socket number
+// sock (else from p.pc), into a buffer it keeps: the portable path, also
+// taken by adopted sockets that are not *net.UDPConn.
+func (p *Pipe) udpReadLoop(c *net.UDPConn, sock uint16) error {
 	buf := make([]byte, p.cfg.bufferSize(UDP))
 	var delay time.Duration
 	for {
 		var n int
 		var from netip.AddrPort
 		var err error
-		if p.udp != nil {
-			n, from, err = p.udp.ReadFromUDPAddrPort(buf)
+		if c != nil {
+			n, from, err = c.ReadFromUDPAddrPort(buf)
 		} else {
 			var a net.Addr
 			n, a, err = p.pc.ReadFrom(buf)
@@ -45,7 +47,7 @@ func (p *Pipe) udpReadLoop() error {
 		}
 		if err == nil {
 			delay = 0
-			p.dispatch(buf[:n], Peer{AddrPort: unmap(from), Local: p.local})
+			p.dispatch(buf[:n], Peer{AddrPort: unmap(from), Local: p.local, sock: sock})
 			continue
 		}
 		if end, reason := p.udpReadError(err, &delay); end {
@@ -102,14 +104,15 @@ func (p *Pipe) sendTo(msg []byte, peer Peer) error {
 		_, err := p.pc.WriteTo(msg, net.UDPAddrFromAddrPort(to))
 		return err
 	}
-	if p.ub != nil {
-		if p.ub.queue(p, msg, to, peer) {
+	c, u := p.socketOf(peer)
+	if u != nil {
+		if u.queue(p, msg, to, peer) {
 			return nil
 		}
-		if handled, err := p.ub.direct(p, msg, to, peer); handled {
+		if handled, err := u.direct(p, msg, to, peer); handled {
 			return err
 		}
 	}
-	_, err := p.udp.WriteToUDPAddrPort(msg, to)
+	_, err := c.WriteToUDPAddrPort(msg, to)
 	return err
 }

@@ -32,6 +32,9 @@ type udpBatch struct {
 	n      int
 	slot   int
 
+	conn *net.UDPConn // the socket
+	sock uint16       // its index among the pipe's sockets (see fanout.go)
+
 	// A wildcard socket learns, with IP_PKTINFO / IPV6_PKTINFO, which of
 	// the host's addresses each datagram was sent to; the callback gets it
 	// in the Peer, and Send answers a Peer from it.
@@ -66,25 +69,34 @@ type udpBatch struct {
 // initBatch sets up batched I/O for a *net.UDPConn pipe, before its
 // goroutine starts, asking the socket for its family and scope. Without it
 // (an error here) the pipe reads one datagram at a time.
-func (p *Pipe) initBatch() {
-	rc, err := p.udp.SyscallConn()
+func (p *Pipe) initBatch() { p.ub = p.newBatch(p.udp, 0) }
+
+// newBatch makes the batched I/O of c, the pipe's socket number sock; nil
+// when c's family and scope cannot be read.
+func (p *Pipe) newBatch(c *net.UDPConn, sock uint16) *udpBatch {
+	rc, err := c.SyscallConn()
 	if err != nil {
-		return
+		return nil
 	}
 	var sa unix.Sockaddr
 	var serr error
 	if err := rc.Control(func(fd uintptr) { sa, serr = unix.Getsockname(int(fd)) }); err != nil || serr != nil {
-		return
+		return nil
 	}
+	var u *udpBatch
 	switch sa := sa.(type) {
 	case *unix.SockaddrInet4:
-		p.setBatch(rc, unix.AF_INET, 0)
+		u = p.setBatch(rc, unix.AF_INET, 0)
 	case *unix.SockaddrInet6:
-		p.setBatch(rc, unix.AF_INET6, sa.ZoneId)
+		u = p.setBatch(rc, unix.AF_INET6, sa.ZoneId)
 	}
+	if u != nil {
+		u.conn, u.sock = c, sock
+	}
+	return u
 }
 
-func (p *Pipe) setBatch(rc syscall.RawConn, family int, scope uint32) {
+func (p *Pipe) setBatch(rc syscall.RawConn, family int, scope uint32) *udpBatch {
 	u := &udpBatch{rc: rc, p: p, family: family, scope: scope,
 		n: p.cfg.udpBatch(), slot: p.cfg.bufferSize(UDP), zone: p.local.Addr().Zone()}
 	u.read = u.readFn
@@ -95,7 +107,7 @@ func (p *Pipe) setBatch(rc syscall.RawConn, family int, scope uint32) {
 			u.zones = interfaceNames()
 		}
 	}
-	p.ub = u
+	return u
 }
 
 // setRecvPktinfo asks for IP_PKTINFO or IPV6_PKTINFO with every datagram.
@@ -124,7 +136,7 @@ func (u *udpBatch) direct(p *Pipe, msg []byte, to netip.AddrPort, peer Peer) (ha
 	}
 	var oob [mmsg.CtrlSize]byte
 	n := mmsg.PutPktinfo(oob[:], src, ifindex)
-	_, _, err = p.udp.WriteMsgUDPAddrPort(msg, oob[:n], to)
+	_, _, err = u.conn.WriteMsgUDPAddrPort(msg, oob[:n], to)
 	return true, err
 }
 
@@ -159,15 +171,15 @@ func (u *udpBatch) holdsBuffers() bool { return u.holding.Load() }
 
 func (u *udpBatch) sendDropped() uint64 { return u.sendErrs.Load() }
 
-// udpBatchLoop reads and dispatches batches until the pipe ends, or, on a
-// server socket that can park, until it parks (errParked): at once when
-// nothing has come since the loop began, or after parkAfter of silence. It
-// touches nothing once parked: the parker may have started the next loop.
-func (p *Pipe) udpBatchLoop() error {
-	u := p.ub
+// udpBatchLoop reads and dispatches u's batches until the pipe ends, or,
+// on a server socket that can park, until it parks (errParked): at once
+// when nothing has come since the loop began, or after parkAfter of
+// silence. It touches nothing once parked: the parker may have started
+// the next loop.
+func (p *Pipe) udpBatchLoop(u *udpBatch) error {
 	var delay time.Duration
 	var dl deadline
-	if p.canPark() {
+	if u == p.ub && p.canPark() {
 		dl.init(p.udp.SetReadDeadline)
 		u.parkNow = true
 	}
@@ -232,7 +244,7 @@ func (p *Pipe) dispatchBatch(u *udpBatch, b *mmsg.RecvBatch, n int) {
 		if scope != 0 {
 			from = netip.AddrPortFrom(from.Addr().WithZone(u.zoneOf(scope)), from.Port())
 		}
-		peer := Peer{AddrPort: from, Local: p.local, Truncated: trunc}
+		peer := Peer{AddrPort: from, Local: p.local, Truncated: trunc, sock: u.sock}
 		if u.pktinfo {
 			peer.Local = netip.AddrPort{}
 			if pi, ok := mmsg.ParsePktinfo(b.Ctrl(i)); ok {
@@ -456,13 +468,13 @@ func (u *udpBatch) close() {
 	}
 }
 
-// recvDropped reads how many datagrams the kernel dropped on the socket
-// (SK_MEMINFO_DROPS): a full receive buffer, mostly.
-func (p *Pipe) recvDropped() uint64 {
-	if p.udp == nil {
+// recvDropped reads how many datagrams the kernel dropped on socket c
+// (SK_MEMINFO_DROPS): a full receive buffer, mostly. 0 for a nil c.
+func recvDropped(c *net.UDPConn) uint64 {
+	if c == nil {
 		return 0
 	}
-	rc, err := p.udp.SyscallConn()
+	rc, err := c.SyscallConn()
 	if err != nil {
 		return 0
 	}

@@ -2,15 +2,19 @@
 
 package p2pd
 
-import "net/netip"
+import (
+	"net"
+	"net/netip"
+)
 
 // udpBatch is Linux's batched UDP I/O; elsewhere datagrams are read and
 // sent one by one.
 type udpBatch struct{}
 
 func (p *Pipe) initBatch()                                         {}
-func (p *Pipe) udpBatchLoop() error                                { return p.udpReadLoop() }
-func (p *Pipe) recvDropped() uint64                                { return 0 }
+func (p *Pipe) newBatch(*net.UDPConn, uint16) *udpBatch            { return nil }
+func (p *Pipe) udpBatchLoop(*udpBatch) error                       { return p.udpReadLoop(p.udp, 0) }
+func recvDropped(*net.UDPConn) uint64                              { return 0 }
 func (u *udpBatch) queue(*Pipe, []byte, netip.AddrPort, Peer) bool { return false }
 func (u *udpBatch) close()                                         {}
 func (u *udpBatch) direct(*Pipe, []byte, netip.AddrPort, Peer) (bool, error) {

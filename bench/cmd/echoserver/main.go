@@ -2,6 +2,8 @@
 // one implementation (p2pd, the standard library, x/net batch I/O, gnet),
 // one protocol, one loopback address. It prints "ready <addr>" on stdout once
 // it serves, and stops on SIGINT/SIGTERM or after -for, whichever comes first.
+// As it stops it prints a "cpu ..." line: the process's CPU time since it was
+// ready, against the wall time, and its busiest threads' (Linux).
 package main
 
 import (
@@ -36,6 +38,7 @@ func main() {
 	addrFlag := flag.String("addr", "127.0.0.1:0", "loopback address to serve; port 0 picks a free port")
 	lifetime := flag.Duration("for", 10*time.Minute, "hard maximum lifetime")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to `file`")
+	flag.IntVar(&p2pdSockets, "fanout", 0, "p2pd: sockets per listener (PipeConfig.Sockets; 0 or 1: one, -1: one per GOMAXPROCS)")
 	flag.Parse()
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -87,7 +90,9 @@ func run(impl, proto, addrFlag string, lifetime time.Duration) error {
 		return fmt.Errorf("%s %s on %v: %w", impl, proto, addr, err)
 	}
 	fmt.Printf("ready %v\n", addr)
+	cpu := startCPU()
 	<-ctx.Done()
+	cpu.report(os.Stdout)
 	// A server that does not stop within a few seconds must not linger.
 	done := make(chan error, 1)
 	go func() { done <- wait() }()
