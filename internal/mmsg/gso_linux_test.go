@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/p2pd/p2pd/internal/testnet"
 )
 
 // gsoPair is a sender with GSO and n receivers, all on IPv4 loopback.
@@ -339,5 +341,141 @@ func TestPutSegment(t *testing.T) {
 	h := msgs[0].Header
 	if h.Level != unix.IPPROTO_UDP || h.Type != unix.UDP_SEGMENT || binary.NativeEndian.Uint16(msgs[0].Data) != 1200 {
 		t.Errorf("got %+v %x", h, msgs[0].Data)
+	}
+}
+
+// TestGSODualStack: an IPv6 socket coalesces replies to an IPv4 peer
+// (IPv4-mapped) too.
+func TestGSODualStack(t *testing.T) {
+	tx, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv6unspecified})
+	if err != nil {
+		t.Skip("no dual-stack socket:", err)
+	}
+	defer tx.Close()
+	var g *GSO
+	fdOf(t, tx).Control(func(fd uintptr) { g = NewGSO(fd) })
+	if g == nil {
+		t.Skip("no UDP_SEGMENT")
+	}
+	_, _, rxs := gsoPair(t, 1)
+	to := addrOf(rxs[0])
+	s := NewSendBatch(8, unix.AF_INET6)
+	s.SetGSO(g)
+	var want [][]byte
+	for k := range 5 {
+		m := dgram(k, 500)
+		want = append(want, m)
+		s.Add(m, to, 0)
+	}
+	if s.n != 1 {
+		t.Fatalf("%d entries, want 1", s.n)
+	}
+	sendAll(t, tx, s)
+	b := GetRecv(8, 2048, false)
+	defer PutRecv(b)
+	got, _, _ := recvAll(t, rxs[0], b, len(want))
+	for k := range want {
+		if !bytes.Equal(got[k], want[k]) {
+			t.Errorf("datagram %d: %d bytes", k, len(got[k]))
+		}
+	}
+	if g.Sent() != 1 || g.Refused() != 0 {
+		t.Errorf("sent %d refused %d", g.Sent(), g.Refused())
+	}
+}
+
+// TestGSONarrowsOnMTU: in a namespace whose loopback has a 1500-byte MTU,
+// the kernel refuses segments of 2000 bytes (EINVAL): they go one by one,
+// and from then on only segments up to safeSegment are coalesced.
+func TestGSONarrowsOnMTU(t *testing.T) {
+	h := testnet.New(t).AddHost("gso")
+	h.IP(t, "link", "set", "lo", "mtu", "1500")
+	var tx, rx *net.UDPConn
+	h.Do(t, func() {
+		var err error
+		if tx, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}); err != nil {
+			t.Fatal(err)
+		}
+		if rx, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	defer tx.Close()
+	defer rx.Close()
+	rx.SetReadBuffer(1 << 20)
+	var g *GSO
+	fdOf(t, tx).Control(func(fd uintptr) { g = NewGSO(fd) })
+	if g == nil {
+		testnet.SkipUnlessCI(t, "no UDP_SEGMENT on this kernel")
+	}
+	to := addrOf(rx)
+	s := NewSendBatch(8, unix.AF_INET)
+	s.SetGSO(g)
+	var want [][]byte
+	add := func(k, size int) {
+		m := dgram(k, size)
+		want = append(want, m)
+		if !s.Add(m, to, 0) {
+			t.Fatalf("add %d refused", k)
+		}
+	}
+	for k := range 3 {
+		add(k, 2000)
+	}
+	sendAll(t, tx, s)
+	if g.Refused() != 1 || g.Max() != safeSegment {
+		t.Fatalf("refused %d, max %d: want 1, %d", g.Refused(), g.Max(), safeSegment)
+	}
+	for k := range 3 {
+		add(10+k, 1400) // larger than safeSegment: one entry each
+	}
+	for k := range 3 {
+		add(20+k, 1000)
+	}
+	if s.n != 4 {
+		t.Errorf("%d entries, want 4", s.n)
+	}
+	sendAll(t, tx, s)
+	if g.Refused() != 1 || g.Sent() != 1 {
+		t.Errorf("refused %d, sent %d: want 1, 1", g.Refused(), g.Sent())
+	}
+	b := GetRecv(16, 4096, false)
+	defer PutRecv(b)
+	got, _, _ := recvAll(t, rx, b, len(want))
+	for k := range want {
+		if !bytes.Equal(got[k], want[k]) {
+			t.Errorf("datagram %d: %d bytes, want %d", k, len(got[k]), len(want[k]))
+		}
+	}
+}
+
+// TestGSOSplitInMiddle: an entry coalesced while GSO allowed more than it
+// does at Send goes one by one between entries still sent coalesced.
+func TestGSOSplitInMiddle(t *testing.T) {
+	tx, g, rxs := gsoPair(t, 1)
+	to := addrOf(rxs[0])
+	s := NewSendBatch(8, unix.AF_INET)
+	s.SetGSO(g)
+	var want [][]byte
+	for k, size := range []int{100, 100, 1400, 1400, 1400, 1, 100, 100} {
+		m := dgram(k, size)
+		want = append(want, m)
+		s.Add(m, to, 0)
+	}
+	if s.n != 3 {
+		t.Fatalf("%d entries, want 3", s.n)
+	}
+	g.max = safeSegment // as after a refusal
+	sendAll(t, tx, s)
+	if g.Sent() != 2 || g.Refused() != 0 {
+		t.Errorf("sent %d refused %d, want 2, 0", g.Sent(), g.Refused())
+	}
+	b := GetRecv(16, 2048, false)
+	defer PutRecv(b)
+	got, _, _ := recvAll(t, rxs[0], b, len(want))
+	for k := range want {
+		if !bytes.Equal(got[k], want[k]) {
+			t.Errorf("datagram %d: %d bytes, want %d", k, len(got[k]), len(want[k]))
+		}
 	}
 }

@@ -141,11 +141,21 @@ func (s *SendBatch) Send(fd uintptr) error {
 	if s.next == s.n {
 		return nil
 	}
-	if s.split[s.next] {
-		return s.sendSplit(fd)
-	}
-	// data may have moved while growing: point the iovecs at it now.
+	// data may have moved while growing: point the iovecs at it now. The
+	// call ends before an entry to send one by one: one coalesced when
+	// GSO allowed more than it does now.
+	end := s.n
 	for i := s.next; i < s.n; i++ {
+		if s.segs[i] > 1 && (s.gso == nil || s.size[i] > s.gso.max) {
+			s.split[i] = true
+		}
+		if s.split[i] {
+			if i == s.next {
+				return s.sendSplit(fd)
+			}
+			end = i
+			break
+		}
 		cl := s.clen[i]
 		if s.segs[i] > 1 {
 			cl += putSegment(s.ctrl[i*CtrlSize+cl:], s.size[i])
@@ -153,7 +163,7 @@ func (s *SendBatch) Send(fd uintptr) error {
 		s.point(i, s.offs[i], s.offs[i+1]-s.offs[i], cl)
 	}
 	for {
-		n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&s.hdrs[s.next])), uintptr(s.n-s.next), unix.MSG_DONTWAIT, 0, 0)
+		n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&s.hdrs[s.next])), uintptr(end-s.next), unix.MSG_DONTWAIT, 0, 0)
 		switch {
 		case e == 0:
 			for range n {
