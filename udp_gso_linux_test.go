@@ -16,16 +16,23 @@ import (
 // datagrams of two clients (sizes per client, in the order given; each
 // datagram names its client and index), and the clients.
 func gsoServer(t *testing.T, sizes [2][]int) (*net.UDPConn, [2]*net.UDPConn, [2][][]byte) {
+	return gsoServerOn(t, net.IPv4(127, 0, 0, 1), sizes)
+}
+
+// gsoServerOn is gsoServer on the address ip (the clients send to
+// 127.0.0.1).
+func gsoServerOn(t *testing.T, ip net.IP, sizes [2][]int) (*net.UDPConn, [2]*net.UDPConn, [2][][]byte) {
 	t.Helper()
-	srv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	srv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: ip})
 	if err != nil {
 		testnet.SkipUnlessCI(t, "no IPv4 loopback: %v", err)
 	}
 	srv.SetReadBuffer(1 << 20)
 	var clis [2]*net.UDPConn
 	var sent [2][][]byte
+	to := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: srv.LocalAddr().(*net.UDPAddr).Port}
 	for c := range clis {
-		cli, err := net.DialUDP("udp4", nil, srv.LocalAddr().(*net.UDPAddr))
+		cli, err := net.DialUDP("udp4", nil, to)
 		if err != nil {
 			srv.Close()
 			t.Fatal(err)
@@ -103,6 +110,33 @@ func TestUDPGSOEcho(t *testing.T) {
 	}
 	if e := p.ub.sendErrs.Load(); e != 0 {
 		t.Errorf("%d replies dropped", e)
+	}
+}
+
+// TestUDPGSOWildcard: on a wildcard socket, where replies carry
+// IP_PKTINFO, they are coalesced too and come from the address the
+// clients sent to.
+func TestUDPGSOWildcard(t *testing.T) {
+	srv, clis, sent := gsoServerOn(t, net.IPv4zero, gsoSizes())
+	p, err := ServePacketConn(srv, &PipeConfig{OnMsg: echoCB, UDPBatch: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if p.ub.gso == nil {
+		testnet.SkipUnlessCI(t, "no UDP_SEGMENT on this kernel")
+	}
+	if !p.ub.pktinfo {
+		t.Fatal("a wildcard pipe without PKTINFO")
+	}
+	for c := range clis {
+		readOrdered(t, clis[c], sent[c]) // a connected socket takes replies from 127.0.0.1 only
+	}
+	p.ub.mu.Lock()
+	s := p.ub.gso.Sent()
+	p.ub.mu.Unlock()
+	if s == 0 {
+		t.Error("no reply coalesced")
 	}
 }
 
