@@ -113,6 +113,9 @@ type PipeConfig struct {
 	// callback that blocks holds the replies queued before it, up to about
 	// 100 ms, when a watchdog sends them. A queued Send returns nil; should
 	// the system then refuse the datagram, it is dropped and logged.
+	// Queued replies to one peer of equal size may leave as one buffer the
+	// kernel cuts back into the datagrams (Linux UDP_SEGMENT): the peer
+	// gets each on its own, in order.
 	// Receive buffers (UDPBatch × BufferSize bytes of Go heap) come from a
 	// pool while datagrams arrive: an idle pipe holds none, and the GC
 	// frees those no pipe has taken for a while. Zero or negative:

@@ -55,6 +55,7 @@ type udpBatch struct {
 	mu     sync.Mutex
 	p      *Pipe
 	q      *mmsg.SendBatch
+	gso    *mmsg.GSO // nil: UDP_SEGMENT unknown here (udp_gso_linux.go)
 	closed bool
 	serr   error
 	write  func(fd uintptr) bool
@@ -101,6 +102,7 @@ func (p *Pipe) setBatch(rc syscall.RawConn, family int, scope uint32) *udpBatch 
 		n: p.cfg.udpBatch(), slot: p.cfg.bufferSize(UDP), zone: p.local.Addr().Zone()}
 	u.read = u.readFn
 	u.write = u.writeFn
+	u.initGSO()
 	if p.server && p.local.Addr().IsUnspecified() {
 		u.pktinfo = setRecvPktinfo(rc, family) == nil
 		if u.pktinfo && family == unix.AF_INET6 {
@@ -345,6 +347,7 @@ func (u *udpBatch) begin() {
 	u.mu.Lock()
 	if !u.closed {
 		u.q = getSendBatch(u.n, u.family)
+		u.useGSO()
 		u.active.Store(true)
 		u.since.Store(watchClock())
 	}
@@ -357,6 +360,7 @@ func (u *udpBatch) end() {
 	u.mu.Lock()
 	if u.q != nil {
 		u.flushLocked()
+		u.q.SetGSO(nil)
 		putSendBatch(u.q, u.n, u.family)
 		u.q = nil
 	}
