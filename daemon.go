@@ -351,8 +351,8 @@ func (d *Daemon) Lookup(f Family, proto Proto, port uint16, ip netip.Addr) *Pipe
 func (d *Daemon) Select(f Family, proto Proto, port uint16) []*Pipe {
 	d.mu.Lock()
 	keys := make([]listenKey, 0, len(d.listeners))
-	for k := range d.listeners {
-		if (f == AnyFamily || k.f == f) && (proto == 0 || k.proto == proto) && (port == 0 || k.port == port) && !d.closed {
+	for k, p := range d.listeners {
+		if (f == AnyFamily || k.f == f) && (proto == 0 || k.proto == proto) && (port == 0 || k.port == port) && !d.closed && !p.closed.Load() {
 			keys = append(keys, k)
 		}
 	}
@@ -368,7 +368,9 @@ func (d *Daemon) Select(f Family, proto Proto, port uint16) []*Pipe {
 }
 
 // Listeners returns every listener of the daemon, sorted by family, protocol,
-// address and port. It is empty after Close or Shutdown.
+// address and port. It is empty after Close or Shutdown. A listener that
+// was closed is left out at once, though it may still be ending (see
+// Pipe.Done).
 func (d *Daemon) Listeners() []*Pipe { return d.Select(AnyFamily, 0, 0) }
 
 // Len returns the number of listeners the daemon holds.
@@ -378,7 +380,13 @@ func (d *Daemon) Len() int {
 	if d.closed {
 		return 0
 	}
-	return len(d.listeners)
+	n := 0
+	for _, p := range d.listeners {
+		if !p.closed.Load() {
+			n++ // a closed one is gone, or about to be
+		}
+	}
+	return n
 }
 
 // SetOnMsg replaces the daemon's message callback (OnMsg) at once: that of

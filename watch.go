@@ -232,6 +232,9 @@ func (w *addrWatcher) check() {
 	seen := make(map[*Pipe]bool, len(listeners))
 	var local localRoutes // read once per check, and only if needed
 	for _, p := range listeners {
+		if p.closed.Load() {
+			continue // closing (follow mode unbinds, say): not failed, and gone soon
+		}
 		seen[p] = true
 		ip := p.LocalAddr().Addr()
 		if ip.IsUnspecified() || !ip.IsValid() {
