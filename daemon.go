@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -437,11 +438,37 @@ func (d *Daemon) stop() []*Pipe {
 // on their own ([Daemon.Shutdown] waits for them). Close may be called more
 // than once and concurrently with Shutdown; it returns nil.
 func (d *Daemon) Close() error {
-	for _, p := range d.stop() {
-		p.closeNoWait()
-	}
+	closeAll(d.stop())
 	return nil
 }
+
+// closeAll closes pipes, spread over the CPUs when there are many (closing
+// a socket is a system call; those of different sockets run in parallel),
+// and returns when every socket is closed.
+func closeAll(ps []*Pipe) {
+	n := min(runtime.GOMAXPROCS(0), len(ps)/closeChunk)
+	if n < 2 {
+		for _, p := range ps {
+			p.closeNoWait()
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	for i := range n {
+		part := ps[i*len(ps)/n : (i+1)*len(ps)/n]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, p := range part {
+				p.closeNoWait()
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// closeChunk is the fewest pipes worth a goroutine of closeAll.
+const closeChunk = 256
 
 // Shutdown stops the daemon gracefully: every listener stops accepting and
 // reading, calls in progress close what they opened, messages being handled

@@ -56,8 +56,10 @@ type PipeConfig struct {
 
 	// IdleTimeout closes a TCP connection that receives nothing for this
 	// long, with reason ErrIdleTimeout (against peers that connect and
-	// send nothing). Zero: DefaultIdleTimeout for the connections a server
-	// accepts, never for client pipes. Negative: never.
+	// send nothing); one that waits parked, without a goroutine (see
+	// [Pipe]), is closed within a second after that. Zero:
+	// DefaultIdleTimeout for the connections a server accepts, never for
+	// client pipes. Negative: never.
 	IdleTimeout time.Duration
 
 	// ReadTimeout bounds the reading of one framed TCP message, from its
@@ -144,7 +146,8 @@ type PipeConfig struct {
 	// user that sets SO_REUSEPORT itself join the group and take a share
 	// of the peers; one of another user it refuses. A Daemon counts a
 	// listener of N sockets as one against MaxListeners; it holds N
-	// descriptors.
+	// descriptors, and keeps its N goroutines while idle (it does not
+	// park; see [Pipe]).
 	Sockets int
 
 	// Framing sets the message boundaries on TCP. Zero: FrameRaw.

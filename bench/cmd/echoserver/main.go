@@ -30,10 +30,15 @@ var impls = map[string]starter{
 	"stdlib": startStdlib,
 	"batch":  startBatch,
 	"gnet":   startGnet,
+	// p2pd-fanout is p2pd with one socket per GOMAXPROCS (PipeConfig.Sockets -1).
+	"p2pd-fanout": func(ctx context.Context, proto string, addr netip.AddrPort) (func() error, error) {
+		p2pdSockets = -1
+		return startP2PD(ctx, proto, addr)
+	},
 }
 
 func main() {
-	impl := flag.String("impl", "p2pd", "implementation: p2pd, stdlib, batch (UDP only) or gnet")
+	impl := flag.String("impl", "p2pd", "implementation: p2pd, p2pd-fanout, stdlib, batch (UDP only) or gnet")
 	proto := flag.String("proto", "udp", "protocol: tcp or udp")
 	addrFlag := flag.String("addr", "127.0.0.1:0", "loopback address to serve; port 0 picks a free port")
 	lifetime := flag.Duration("for", 10*time.Minute, "hard maximum lifetime")
