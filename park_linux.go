@@ -27,9 +27,21 @@ import (
 // havePark says that connections can park (Linux: epoll).
 const havePark = true
 
-// parkSweep is how often the parker looks for parked connections past
-// their IdleTimeout.
-const parkSweep = time.Second
+// parkSweep is the least time between two looks of the parker for
+// parked connections past their IdleTimeout: a look is made when the first
+// is due, so a connection is closed at most that late, and a crowd of
+// them costs a look per parkSweep at most.
+const parkSweep = 100 * time.Millisecond
+
+// expiry is when a parked connection's IdleTimeout runs out; zero for one
+// without (or a server pipe).
+func expiry(c *Pipe) time.Time {
+	idle := c.cfg.idleTimeout(true)
+	if c.server || idle <= 0 {
+		return time.Time{}
+	}
+	return monoEpoch.Add(time.Duration(c.lastRead.Load()) + idle)
+}
 
 // canPark reports whether the pipe may wait in its owner's parker rather
 // than on a goroutine: a TCP listener, an accepted plain (not TLS) TCP
@@ -64,7 +76,7 @@ type parker struct {
 	nextID uint64
 	parked map[uint64]*Pipe
 	users  int       // the owner's server pipes not ended
-	sweep  time.Time // the next look for expired connections; zero while nothing is parked
+	sweep  time.Time // the next look for expired connections; zero while none can expire
 }
 
 // hold counts a server pipe of the owner; release, when it has ended,
@@ -124,9 +136,9 @@ func (k *parker) park(c *Pipe) bool {
 	// In the set before the caller's goroutine returns; under mu, so that
 	// an event, or a wake, finds it there.
 	k.parked[c.parkID] = c
-	if k.sweep.IsZero() {
-		k.sweep = time.Now().Add(parkSweep)
-		k.f.SetReadDeadline(k.sweep)
+	if e := expiry(c); !e.IsZero() && (k.sweep.IsZero() || e.Before(k.sweep)) {
+		k.sweep = e
+		k.f.SetReadDeadline(e)
 	}
 	k.mu.Unlock()
 	return true
@@ -191,8 +203,8 @@ func (k *parker) wake(c *Pipe) bool {
 }
 
 // run is the parker's goroutine: it resumes the connections that became
-// readable, and every parkSweep those past their IdleTimeout. It ends when
-// f is closed.
+// readable, and those past their IdleTimeout (looking at most every
+// parkSweep). It ends when f is closed.
 func (k *parker) run(f *os.File, rc syscall.RawConn, done chan<- struct{}) {
 	defer close(done)
 	var evs [128]unix.EpollEvent
@@ -222,27 +234,23 @@ func (k *parker) run(f *os.File, rc syscall.RawConn, done chan<- struct{}) {
 				ready = append(ready, c)
 			}
 		}
-		if !k.sweep.IsZero() && !time.Now().Before(k.sweep) {
-			k.sweep = time.Time{}
-			now := monoNow()
+		if now := time.Now(); !k.sweep.IsZero() && !now.Before(k.sweep) {
+			var next time.Time // the next expiry
 			for id, c := range k.parked {
-				if c.server {
-					continue // a listener has no idle timeout
-				}
-				if idle := c.cfg.idleTimeout(true); idle > 0 && now-c.lastRead.Load() >= int64(idle) {
+				switch e := expiry(c); {
+				case e.IsZero():
+				case !now.Before(e):
 					delete(k.parked, id)
 					expired = append(expired, c)
+				case next.IsZero() || e.Before(next):
+					next = e
 				}
 			}
-		}
-		// Sweep while something is parked (park sets it for the first).
-		switch {
-		case len(k.parked) == 0:
-			k.sweep = time.Time{}
-			f.SetReadDeadline(k.sweep)
-		case k.sweep.IsZero():
-			k.sweep = time.Now().Add(parkSweep)
-			f.SetReadDeadline(k.sweep)
+			if !next.IsZero() && next.Sub(now) < parkSweep {
+				next = now.Add(parkSweep)
+			}
+			k.sweep = next
+			f.SetReadDeadline(next)
 		}
 		k.mu.Unlock()
 		for _, c := range ready {

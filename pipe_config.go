@@ -57,7 +57,7 @@ type PipeConfig struct {
 	// IdleTimeout closes a TCP connection that receives nothing for this
 	// long, with reason ErrIdleTimeout (against peers that connect and
 	// send nothing); one that waits parked, without a goroutine (see
-	// [Pipe]), is closed within a second after that. Zero:
+	// [Pipe]), is closed within 100 ms after that. Zero:
 	// DefaultIdleTimeout for the connections a server accepts, never for
 	// client pipes. Negative: never.
 	IdleTimeout time.Duration
