@@ -52,13 +52,14 @@ type udpBatch struct {
 	since   atomic.Int64 // when that batch began (watchClock), 0 if none
 	watched atomic.Bool  // in the watchdog's set
 
-	mu     sync.Mutex
-	p      *Pipe
-	q      *mmsg.SendBatch
-	gso    *mmsg.GSO // nil: UDP_SEGMENT unknown here (udp_gso_linux.go)
-	closed bool
-	serr   error
-	write  func(fd uintptr) bool
+	mu       sync.Mutex
+	p        *Pipe
+	q        *mmsg.SendBatch
+	gso      *mmsg.GSO // nil: UDP_SEGMENT unknown here (udp_gso_linux.go)
+	gsoAsked bool      // the socket was asked, at the first batch
+	closed   bool
+	serr     error
+	write    func(fd uintptr) bool
 
 	sendErrs atomic.Uint64 // queued replies the system refused
 	lastLog  atomic.Int64
@@ -79,12 +80,23 @@ func (p *Pipe) newBatch(c *net.UDPConn, sock uint16) *udpBatch {
 	if err != nil {
 		return nil
 	}
+	var u *udpBatch
+	if ua, ok := c.LocalAddr().(*net.UDPAddr); ok && ua.Zone == "" && (len(ua.IP) == net.IPv4len || len(ua.IP) == net.IPv6len) {
+		// The family is the address's length (Go reads it from the
+		// socket's own sockaddr), and there is no scope: no system call.
+		family := unix.AF_INET6
+		if len(ua.IP) == net.IPv4len {
+			family = unix.AF_INET
+		}
+		u = p.setBatch(rc, family, 0)
+		u.conn, u.sock = c, sock
+		return u
+	}
 	var sa unix.Sockaddr
 	var serr error
 	if err := rc.Control(func(fd uintptr) { sa, serr = unix.Getsockname(int(fd)) }); err != nil || serr != nil {
 		return nil
 	}
-	var u *udpBatch
 	switch sa := sa.(type) {
 	case *unix.SockaddrInet4:
 		u = p.setBatch(rc, unix.AF_INET, 0)
@@ -102,7 +114,6 @@ func (p *Pipe) setBatch(rc syscall.RawConn, family int, scope uint32) *udpBatch 
 		n: p.cfg.udpBatch(), slot: p.cfg.bufferSize(UDP), zone: p.local.Addr().Zone()}
 	u.read = u.readFn
 	u.write = u.writeFn
-	u.initGSO()
 	if p.server && p.local.Addr().IsUnspecified() {
 		u.pktinfo = setRecvPktinfo(rc, family) == nil
 		if u.pktinfo && family == unix.AF_INET6 {
