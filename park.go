@@ -10,13 +10,14 @@ import (
 // system: the resumed goroutine, and the deadline that tells a loop it
 // has been silent for parkAfter.
 
-// errParked says that readLoop parked the connection: its goroutine
-// returns, doing nothing more.
+// errParked says that a pipe's loop parked it: its goroutine returns,
+// doing nothing more.
 var errParked = errors.New("p2pd: parked")
 
-// parkAfter is how long a connection that can park stays silent before it
-// does (one that has sent nothing since it began, or was resumed, parks at
-// once when there is nothing to read).
+// parkAfter is how long a pipe that can park stays silent before it does
+// (a connection that has sent nothing since it began or resumed, and a
+// listener or UDP socket that has just opened or resumed, park at once when
+// there is nothing to read).
 const parkAfter = 2 * time.Second
 
 // resume is the goroutine of a pipe taken out of its parker
@@ -94,4 +95,24 @@ func (d *deadline) early() bool {
 func (d *deadline) off() {
 	d.on = false
 	d.set(time.Time{})
+}
+
+// timedOut handles an error of the read or accept of a loop that can
+// park: a deadline that fired early is moved on; one that ends parkAfter of
+// silence parks the pipe, or, refused, is cleared. handled is false for any
+// other error; parked says that the loop must return errParked.
+//
+//go:noinline
+func (p *Pipe) timedOut(dl *deadline, err error) (handled, parked bool) {
+	if !dl.on || !isTimeout(err) || p.closed.Load() || p.draining.Load() {
+		return false, false
+	}
+	if dl.early() {
+		return true, false
+	}
+	if p.park() {
+		return true, true
+	}
+	dl.off()
+	return true, false
 }

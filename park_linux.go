@@ -9,14 +9,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Parking: an accepted plain TCP connection that has nothing to read, and
-// either has sent nothing yet or has been silent for parkAfter, gives up
-// its goroutine (and its stack) and waits in its owner's parker: one epoll
-// set, watched by one goroutine through the runtime's poller. When the
-// connection becomes readable, is closed, drained or evicted, or stays
+// Parking: a pipe with nothing to read (canPark says which) gives up its
+// goroutine (and its stack) and waits in its owner's parker: one epoll
+// set, watched by one goroutine through the runtime's poller. A TCP
+// listener or a UDP server socket parks when it opens and after parkAfter
+// without traffic; an accepted connection when it has sent nothing since
+// it began or resumed, or after parkAfter of silence. When the pipe
+// becomes readable, is closed, drained or evicted, or a connection stays
 // silent for its IdleTimeout, whoever takes it out of the set starts a new
-// goroutine for it, which goes on where the old one stopped; taking it out
-// under mu happens once, so a connection never has two goroutines.
+// goroutine for it (resume), which goes on where the old one stopped;
+// taking it out under mu happens once, so a pipe never has two goroutines.
 //
 // The parker starts when a pipe first parks, and ends (its goroutine, its
 // epoll set) when its owner's last server pipe has ended: a Daemon has one
@@ -24,7 +26,7 @@ import (
 // not end while they run, so that a descriptor freed by it never lets a
 // listener accept past the process's limit.
 
-// havePark says that connections can park (Linux: epoll).
+// havePark says that pipes can park (Linux: epoll).
 const havePark = true
 
 // parkSweep is the least time between two looks of the parker for

@@ -2,7 +2,7 @@
 
 package p2pd
 
-// havePark is false: connections keep their goroutine while idle.
+// havePark is false: pipes keep their goroutine while idle.
 const havePark = false
 
 type parker struct{}

@@ -50,14 +50,9 @@ func (p *Pipe) acceptFrom(ln net.Listener, s *fanSock) error {
 			p.addConn(c)
 			continue
 		}
-		if dl.on && isTimeout(err) && !p.closed.Load() && !p.draining.Load() {
-			if dl.early() {
-				continue
-			}
-			if p.park() {
-				return errParked
-			}
-			dl.off()
+		if handled, parked := p.timedOut(&dl, err); parked {
+			return errParked
+		} else if handled {
 			continue
 		}
 		if end, reason := p.acceptError(err, &delay); end {

@@ -215,14 +215,9 @@ func (p *Pipe) udpBatchLoop(u *udpBatch) error {
 			err = os.NewSyscallError("recvmmsg", u.rerr)
 		}
 		if err != nil {
-			if dl.on && isTimeout(err) && !p.closed.Load() && !p.draining.Load() {
-				if dl.early() {
-					continue
-				}
-				if p.park() {
-					return errParked
-				}
-				dl.off()
+			if handled, parked := p.timedOut(&dl, err); parked {
+				return errParked
+			} else if handled {
 				continue
 			}
 			if end, reason := p.udpReadError(err, &delay); end {
