@@ -14,10 +14,10 @@ import (
 // doing nothing more.
 var errParked = errors.New("p2pd: parked")
 
-// parkAfter is how long a pipe that can park stays silent before it does
-// (a connection that has sent nothing since it began or resumed, and a
-// listener or UDP socket that has just opened or resumed, park at once when
-// there is nothing to read).
+// parkAfter is how long a pipe that can park stays silent before it does.
+// Some park at once when there is nothing to read: a connection that has
+// sent nothing since it began or resumed, a UDP socket that has just
+// opened or resumed; a listener opens parked.
 const parkAfter = 2 * time.Second
 
 // resume is the goroutine of a pipe taken out of its parker

@@ -13,8 +13,9 @@ import (
 // goroutine (and its stack) and waits in its owner's parker: one epoll
 // set, watched by one goroutine through the runtime's poller. A TCP
 // listener or a UDP server socket parks when it opens and after parkAfter
-// without traffic; an accepted connection when it has sent nothing since
-// it began or resumed, or after parkAfter of silence. When the pipe
+// without traffic (a UDP socket also when it resumed and finds nothing);
+// an accepted connection when it has sent nothing since it began or
+// resumed, or after parkAfter of silence. When the pipe
 // becomes readable, is closed, drained or evicted, or a connection stays
 // silent for its IdleTimeout, whoever takes it out of the set starts a new
 // goroutine for it (resume), which goes on where the old one stopped;
