@@ -2,6 +2,7 @@ package p2pd
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"strconv"
@@ -55,7 +56,11 @@ func bindFanout(ctx context.Context, lc net.ListenConfig, proto Proto, network, 
 		} else {
 			var pc net.PacketConn
 			if pc, err = lc.ListenPacket(ctx, network, addr); err == nil {
-				s.udp = pc.(*net.UDPConn) // what ListenPacket makes for "udp4" and "udp6"
+				var ok bool
+				if s.udp, ok = pc.(*net.UDPConn); !ok { // what ListenPacket makes for "udp4" and "udp6"
+					pc.Close()
+					err = fmt.Errorf("%w: %T", ErrSocketUnsupported, pc)
+				}
 			}
 		}
 		if err != nil {
