@@ -146,7 +146,7 @@ type Daemon struct {
 	own       group        // calls in progress, listeners and the watcher, for Shutdown
 	dog       watcher      // the watchdog of the listeners' blocked UDP batches
 	warns     warnGate     // repeated warnings of the listeners, rate-limited
-	park      parker       // the listeners' idle connections
+	park      parker       // where idle listeners and connections wait (park_linux.go)
 	limit     *connLimit   // MaxConns, made with the first listener
 	budget    *budget      // Pipe.MaxBuffered, made with the first listener
 	watch     *addrWatcher // the address watcher, started with the first listener

@@ -79,7 +79,7 @@ type Pipe struct {
 	wset     time.Time    // TCP: the write deadline in force (wmu)
 	lastRead atomic.Int64 // TCP connection: when it last received (monoNow), for eviction
 	cr       *connReader  // TCP: the reader, made by its first goroutine
-	parkID   uint64       // TCP connection: its key in the parker, 0 before it first parks (parker's mu)
+	parkID   uint64       // its key in the parker, 0 before it first parks (parker's mu)
 }
 
 type cbBox struct{ cb MsgCallback }
@@ -332,7 +332,7 @@ func (p *Pipe) drain() {
 	}
 }
 
-// unpark starts the goroutine of a parked connection that is closing or
+// unpark starts the goroutine of a parked pipe that is closing or
 // draining, so that it ends.
 func (p *Pipe) unpark() {
 	if p.canPark() {
