@@ -73,16 +73,9 @@ func run(impl, proto, addrFlag string, lifetime time.Duration) error {
 	if lifetime <= 0 {
 		return fmt.Errorf("-for must be positive")
 	}
-	addr, err := loopback.ParseAddrPort(addrFlag)
+	addr, err := loopback.ServerAddr(addrFlag)
 	if err != nil {
 		return err
-	}
-	if addr.Port() == 0 {
-		port, err := loopback.FreePort(addr.Addr())
-		if err != nil {
-			return err
-		}
-		addr = netip.AddrPortFrom(addr.Addr(), port)
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

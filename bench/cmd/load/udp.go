@@ -41,7 +41,12 @@ func (st *udpStats) ioErr(id uint32, op string, err error) {
 
 // runUDP runs UDP echo: cfg.conns connected sockets, each keeping
 // cfg.window datagrams in flight.
-func runUDP(cfg *config) (map[string]float64, error) {
+func runUDP(cfg *config) (map[string]float64, error) { return runUDPWith(cfg, "udp", udpSocket) }
+
+// runUDPWith runs cfg.conns connected sockets, each driven by perSocket
+// until the run's end, and sums what they counted; mode names the run in
+// messages.
+func runUDPWith(cfg *config, mode string, perSocket func(c *net.UDPConn, id uint32, cfg *config, end time.Time, st *udpStats, fail *failure)) (map[string]float64, error) {
 	socks := make([]*net.UDPConn, 0, cfg.conns)
 	defer func() {
 		for _, c := range socks {
@@ -64,7 +69,7 @@ func runUDP(cfg *config) (map[string]float64, error) {
 	start := time.Now()
 	end := start.Add(cfg.dur)
 	for i, c := range socks {
-		wg.Go(func() { udpSocket(c, uint32(i+1), cfg, end, &stats[i], &fail) })
+		wg.Go(func() { perSocket(c, uint32(i+1), cfg, end, &stats[i], &fail) })
 	}
 	wg.Wait()
 	cfg.cpu.stop()
@@ -85,7 +90,7 @@ func runUDP(cfg *config) (map[string]float64, error) {
 		m["loss_pct"] = 100 * float64(sum.lost) / float64(n)
 	}
 	if sum.late > 0 {
-		fmt.Fprintf(os.Stderr, "load: udp: %d replies came after their datagram was counted lost\n", sum.late)
+		fmt.Fprintf(os.Stderr, "load: %s: %d replies came after their datagram was counted lost\n", mode, sum.late)
 	}
 	if err := fail.get(); err != nil {
 		return m, err

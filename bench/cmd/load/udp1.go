@@ -5,70 +5,14 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"sync"
 	"time"
-
-	"github.com/p2pd/p2pd/bench/internal/loopback"
 )
 
 // runUDP1 runs unbatched UDP echo: cfg.conns connected sockets, each with
 // one datagram in flight, sent with one Write and read with one Read (the
 // way most clients talk to a server). The server then sees small batches:
 // at most cfg.conns datagrams wait at any time.
-func runUDP1(cfg *config) (map[string]float64, error) {
-	socks := make([]*net.UDPConn, 0, cfg.conns)
-	defer func() {
-		for _, c := range socks {
-			c.Close()
-		}
-	}()
-	for range cfg.conns {
-		c, err := net.DialUDP(loopback.Network("udp", cfg.addr.Addr()), nil, net.UDPAddrFromAddrPort(cfg.addr))
-		if err != nil {
-			return nil, err
-		}
-		socks = append(socks, c)
-	}
-	var (
-		wg    sync.WaitGroup
-		fail  failure
-		stats = make([]udpStats, len(socks))
-	)
-	cfg.cpu.start()
-	start := time.Now()
-	end := start.Add(cfg.dur)
-	for i, c := range socks {
-		wg.Go(func() { udp1Socket(c, uint32(i+1), cfg, end, &stats[i], &fail) })
-	}
-	wg.Wait()
-	cfg.cpu.stop()
-	var sum udpStats
-	for _, s := range stats {
-		sum.replies += s.replies
-		sum.lost += s.lost
-		sum.late += s.late
-		sum.ioErrs += s.ioErrs
-	}
-	m := map[string]float64{
-		"replies_per_s": float64(sum.replies) / cfg.dur.Seconds(),
-		"loss_pct":      0,
-		"errors":        float64(sum.ioErrs),
-	}
-	cfg.cpu.add(m, "cpu_us_per_reply", float64(sum.replies))
-	if n := sum.replies + sum.lost; n > 0 {
-		m["loss_pct"] = 100 * float64(sum.lost) / float64(n)
-	}
-	if sum.late > 0 {
-		fmt.Fprintf(os.Stderr, "load: udp1: %d replies came after their datagram was counted lost\n", sum.late)
-	}
-	if err := fail.get(); err != nil {
-		return m, err
-	}
-	if sum.replies == 0 {
-		return m, errors.New("no reply at all")
-	}
-	return m, nil
-}
+func runUDP1(cfg *config) (map[string]float64, error) { return runUDPWith(cfg, "udp1", udp1Socket) }
 
 // udp1Socket sends datagram seq, reads until its echo comes back or
 // cfg.timeout passes (then it is lost), and sends seq+1, until end.

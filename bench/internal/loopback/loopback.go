@@ -53,3 +53,17 @@ func FreePort(a netip.Addr) (uint16, error) {
 	}
 	return 0, fmt.Errorf("no port free for both TCP and UDP on %v", a)
 }
+
+// ServerAddr parses a server's -addr as ParseAddrPort does, and gives port
+// 0 a port that FreePort picks.
+func ServerAddr(s string) (netip.AddrPort, error) {
+	addr, err := ParseAddrPort(s)
+	if err != nil || addr.Port() != 0 {
+		return addr, err
+	}
+	port, err := FreePort(addr.Addr())
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	return netip.AddrPortFrom(addr.Addr(), port), nil
+}

@@ -38,3 +38,16 @@ func TestFreePort(t *testing.T) {
 		t.Fatalf("FreePort = %d, %v", p, err)
 	}
 }
+
+func TestServerAddr(t *testing.T) {
+	ap, err := ServerAddr("127.0.0.1:0")
+	if err != nil || ap.Port() == 0 || !ap.Addr().IsLoopback() {
+		t.Fatalf("ServerAddr(127.0.0.1:0) = %v, %v: want a loopback address with a port", ap, err)
+	}
+	if ap, err := ServerAddr("127.0.0.1:9000"); err != nil || ap.Port() != 9000 {
+		t.Fatalf("ServerAddr(127.0.0.1:9000) = %v, %v", ap, err)
+	}
+	if _, err := ServerAddr("192.0.2.1:0"); err == nil {
+		t.Fatal("ServerAddr took a non-loopback address")
+	}
+}
