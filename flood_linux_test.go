@@ -6,11 +6,11 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/p2pd/p2pd/internal/testnet"
 	"golang.org/x/sys/unix"
 )
 
@@ -41,25 +41,6 @@ func settledHeap() (alloc, inuse uint64) {
 		alloc, inuse = a, i
 	}
 	return alloc, inuse
-}
-
-// warmGoroutines runs n goroutines at once and lets them end, so that the
-// runtime has that many goroutine structures to reuse. Idle connections
-// park without a goroutine, and the bytes of a flood wake them: the
-// runtime makes its structures once, at its highest count of goroutines,
-// and keeps them; a baseline after the warm-up counts what the bytes cost.
-func warmGoroutines(n int) {
-	var wg sync.WaitGroup
-	release := make(chan struct{})
-	wg.Add(n)
-	for range n {
-		go func() {
-			defer wg.Done()
-			<-release
-		}()
-	}
-	close(release)
-	wg.Wait()
 }
 
 // queued returns the bytes queued on a socket: unread (SIOCINQ) or, out,
@@ -146,7 +127,7 @@ func TestFrameFloodHeap(t *testing.T) {
 			srv := listen(t, TCP, loopRoute(t, IPv4), &PipeConfig{Framing: FrameLength32, MaxMsgSize: 1 << 20,
 				MaxConns: -1, IdleTimeout: -1, ReadTimeout: -1, Logger: quietLogger()})
 			cs := floodDial(t, srv, floodConns)
-			warmGoroutines(floodConns)
+			testnet.WarmGoroutines(floodConns)
 			baseAlloc, baseInuse := settledHeap()
 			for _, c := range cs {
 				if _, err := c.Write(tc.payload); err != nil {

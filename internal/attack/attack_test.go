@@ -140,21 +140,6 @@ func heap() int64 {
 	return last
 }
 
-// warmGoroutines runs n goroutines at once and lets them end.
-func warmGoroutines(n int) {
-	var wg sync.WaitGroup
-	release := make(chan struct{})
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-release
-		}()
-	}
-	close(release)
-	wg.Wait()
-}
-
 // echoFramed sends one FrameLength32 message on a new connection and
 // checks it comes back.
 func echoFramed(t *testing.T, addr netip.AddrPort, msg string) {
@@ -189,7 +174,7 @@ func TestAttackLengthHeaders(t *testing.T) {
 	// into one (a partial frame is read on a goroutine). The runtime makes
 	// its goroutine structures once, at its highest count, and keeps them:
 	// run that many first, so that h2-h1 is what the bytes cost.
-	warmGoroutines(n)
+	testnet.WarmGoroutines(n)
 	h1 := heap()
 	hdr := binary.BigEndian.AppendUint32(nil, 1<<20)
 	for _, c := range cs {
