@@ -5,11 +5,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
 )
 
 // How a call opens listeners: it reserves room under the guard, claims the
-// keys it binds, binds them one after another, and registers what it
-// opened, or closes it all again (all or nothing).
+// keys it binds, binds them (in parallel when there are many, see bindAll),
+// and registers what it opened, or closes it all again (all or nothing).
 
 // reserve checks the daemon is open and the guard, and reserves n listeners
 // for a call in progress. The caller must call release(n).
@@ -100,60 +103,40 @@ func (d *Daemon) open(ctx context.Context, op string, specs []Specific, pol poli
 		return nil, wrapOp(op, err)
 	}
 
-	opened := make([]*Pipe, 0, len(specs))
-	openedSpecs := make([]Specific, 0, len(specs))
-	var claimed []listenKey // fixed ports this call binds
+	res := make([]bound, len(specs))
 	defer func() {
+		var claimed []listenKey // the fixed ports this call claimed
+		for i := range res {
+			if res[i].claimed {
+				claimed = append(claimed, keyOf(specs[i], specs[i].Route.Bound.Port()))
+			}
+		}
 		d.mu.Lock()
 		d.unclaimLocked(claimed)
 		d.mu.Unlock()
 	}()
+	abort := d.bindAll(ctx, op, specs, cfg, res)
+	opened := make([]*Pipe, 0, len(specs))
+	openedSpecs := make([]Specific, 0, len(specs))
 	var failed []*BindError
-	var abort error
-	for _, s := range specs {
-		if err := ctx.Err(); err != nil {
-			abort = wrapOp(op, err)
-			break
-		}
-		if d.isClosed() {
-			abort = wrapOp(op, ErrDaemonClosed)
-			break
-		}
-		be := &BindError{Family: s.Route.Family, Proto: s.Proto, Addr: s.Route.Bound}
-		if port := s.Route.Bound.Port(); port != 0 {
-			k := keyOf(s, port)
-			if !d.claim(k) {
-				be.Err = fmt.Errorf("%w: the daemon already listens there", ErrAddrInUse)
-				failed = append(failed, be)
-				continue
-			}
-			claimed = append(claimed, k)
-		}
-		p, err := listenShared(ctx, s.Proto, s.Route, cfg)
-		if err != nil {
-			if !errors.As(err, &be) {
-				be.Err = err
-			}
-			failed = append(failed, be)
-			continue
-		}
-		opened = append(opened, p)
-		openedSpecs = append(openedSpecs, s)
-	}
-	closeAll := func() {
-		for _, p := range opened {
-			p.Close()
+	for i, r := range res {
+		switch {
+		case r.p != nil:
+			opened = append(opened, r.p)
+			openedSpecs = append(openedSpecs, specs[i])
+		case r.err != nil:
+			failed = append(failed, r.err)
 		}
 	}
 	if abort != nil {
-		closeAll()
+		closeAll(opened)
 		return nil, abort
 	}
 	var lerr *ListenError
 	if len(failed) > 0 {
 		lerr = &ListenError{Op: op, Tried: len(specs), Failed: failed, Closed: !bestEffort || len(opened) == 0}
 		if lerr.Closed {
-			closeAll()
+			closeAll(opened)
 			return nil, lerr
 		}
 		// Best effort: the failures are returned with the listeners kept,
@@ -162,15 +145,13 @@ func (d *Daemon) open(ctx context.Context, op string, specs []Specific, pol poli
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
-		closeAll()
+		closeAll(opened)
 		return nil, wrapOp(op, ErrDaemonClosed)
 	}
 	keys := make([]listenKey, len(opened))
 	for i, p := range opened {
 		keys[i] = keyOf(openedSpecs[i], p.LocalAddr().Port())
 	}
-	d.unclaimLocked(claimed)
-	claimed = nil
 	d.registerLocked(opened, keys, pol)
 	d.mu.Unlock()
 	if lerr != nil {
@@ -213,4 +194,130 @@ func (d *Daemon) has(k listenKey) bool {
 	defer d.mu.Unlock()
 	_, ok := d.listeners[k]
 	return ok
+}
+
+// bound is what binding one Specific gave: a pipe, or why not.
+type bound struct {
+	p       *Pipe
+	err     *BindError
+	claimed bool // its fixed port was claimed by this call
+}
+
+// bindChunk is the fewest binds worth a goroutine of bindAll.
+const bindChunk = 256
+
+// bindAll binds specs into res (same index), and returns a non-nil error
+// if the call must stop: its context ended or the daemon closed; res then
+// holds what was bound before, for the caller to close.
+//
+// Binding is a few system calls per socket, those of different sockets
+// run in parallel, so a call of many is spread over the CPUs (one goroutine
+// per bindChunk, at most GOMAXPROCS). Specs that could refuse each other
+// are bound by one goroutine in their given order, so that which one fails
+// does not depend on timing: those of one protocol and port where one of
+// them is a wildcard address, and the same key twice.
+func (d *Daemon) bindAll(ctx context.Context, op string, specs []Specific, cfg *PipeConfig, res []bound) error {
+	n := min(runtime.GOMAXPROCS(0), len(specs)/bindChunk)
+	if n < 2 {
+		for i := range specs {
+			if err := d.bindOne(ctx, op, specs[i], cfg, &res[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	parts := spreadSpecs(specs, n)
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		abort error
+		stop  atomic.Bool
+	)
+	for _, part := range parts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, i := range part {
+				if stop.Load() {
+					return
+				}
+				if err := d.bindOne(ctx, op, specs[i], cfg, &res[i]); err != nil {
+					mu.Lock()
+					abort = cmp.Or(abort, err)
+					mu.Unlock()
+					stop.Store(true)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return abort
+}
+
+// spreadSpecs splits the indexes of specs into n ordered parts (see
+// bindAll): a group that must keep its order goes whole to one part.
+func spreadSpecs(specs []Specific, n int) [][]int {
+	type portKey struct {
+		proto Proto
+		port  uint16
+	}
+	wild := make(map[portKey]bool)
+	for _, s := range specs {
+		if a := s.Route.Bound; a.Port() != 0 && a.Addr().IsUnspecified() {
+			wild[portKey{s.Proto, a.Port()}] = true
+		}
+	}
+	group := make(map[listenKey]int) // group → part
+	parts := make([][]int, n)
+	next := 0
+	for i, s := range specs {
+		w := next
+		if port := s.Route.Bound.Port(); port != 0 {
+			k := keyOf(s, port)
+			if wild[portKey{s.Proto, port}] {
+				k = listenKey{proto: s.Proto, port: port}
+			}
+			if g, ok := group[k]; ok {
+				w = g
+			} else {
+				group[k] = w
+			}
+		}
+		if w == next {
+			next = (next + 1) % n
+		}
+		parts[w] = append(parts[w], i)
+	}
+	return parts
+}
+
+// bindOne binds s into r; it returns a non-nil error only when the call
+// must stop (see bindAll).
+func (d *Daemon) bindOne(ctx context.Context, op string, s Specific, cfg *PipeConfig, r *bound) error {
+	if err := ctx.Err(); err != nil {
+		return wrapOp(op, err)
+	}
+	if d.isClosed() {
+		return wrapOp(op, ErrDaemonClosed)
+	}
+	be := &BindError{Family: s.Route.Family, Proto: s.Proto, Addr: s.Route.Bound}
+	if port := s.Route.Bound.Port(); port != 0 {
+		if !d.claim(keyOf(s, port)) {
+			be.Err = fmt.Errorf("%w: the daemon already listens there", ErrAddrInUse)
+			r.err = be
+			return nil
+		}
+		r.claimed = true
+	}
+	p, err := listenShared(ctx, s.Proto, s.Route, cfg)
+	if err != nil {
+		if !errors.As(err, &be) {
+			be.Err = err
+		}
+		r.err = be
+		return nil
+	}
+	r.p = p
+	return nil
 }

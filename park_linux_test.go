@@ -166,6 +166,48 @@ func TestParkedEvicted(t *testing.T) {
 		"an eviction (ends: %v)", &ends)
 }
 
+// Eviction picks the connection silent longest by its last received
+// bytes: a read deadline that fires early (set a quarter ahead, see
+// readLoop) does not count as traffic. A talks at once and goes silent, B
+// talks later; when C comes, the server is full and A, silent longer, goes
+// (with the deadline counted as traffic, A looked recent at 2 s and B went).
+func TestEvictSilentLongest(t *testing.T) {
+	var mu sync.Mutex
+	var evicted []netip.AddrPort
+	onEnd := func(p *Pipe, reason error) {
+		if !p.IsServer() && errors.Is(reason, ErrEvicted) {
+			mu.Lock()
+			evicted = append(evicted, p.RemoteAddr())
+			mu.Unlock()
+		}
+	}
+	srv := listen(t, TCP, loopRoute(t, IPv4), &PipeConfig{OnMsg: echoCB, OnEnd: onEnd, MaxConns: 2, Logger: quietLogger()})
+	start := time.Now()
+	a := connectN(t, srv.LocalAddr(), 1)[0]
+	if got := echoOnce(t, a, "a"); got != "a" {
+		t.Fatalf("a: %q", got)
+	}
+	time.Sleep(evictAfter + 200*time.Millisecond)
+	b := connectN(t, srv.LocalAddr(), 1)[0]
+	if got := echoOnce(t, b, "b"); got != "b" {
+		t.Fatalf("b: %q", got)
+	}
+	// Past A's first read deadline (parkAfter after it began), with B
+	// silent for more than evictAfter.
+	time.Sleep(time.Until(start.Add(parkAfter + 500*time.Millisecond)))
+	c := connectN(t, srv.LocalAddr(), 1)[0]
+	if got := echoOnce(t, c, "c"); got != "c" {
+		t.Fatalf("newcomer: %q", got)
+	}
+	aAddr := netip.MustParseAddrPort(a.LocalAddr().String())
+	waitUntil(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(evicted) == 1 }, "an eviction")
+	mu.Lock()
+	defer mu.Unlock()
+	if evicted[0] != aAddr {
+		t.Fatalf("evicted %v, want A (%v), silent longest; B is %v", evicted[0], aAddr, b.LocalAddr())
+	}
+}
+
 // Connections park, wake and close from many goroutines at once, and a
 // callback closes its own connection: each ends once, nothing is left
 // parked, and no goroutine leaks (TestMain).
