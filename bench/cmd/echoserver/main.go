@@ -1,5 +1,6 @@
 // Command echoserver is an echo server for the load benchmarks: one process,
-// one implementation (p2pd, the standard library, x/net batch I/O, gnet),
+// one implementation (p2pd, the standard library, x/net batch I/O, raw
+// blocking recvmmsg/sendmmsg, gnet),
 // one protocol, one loopback address. It prints "ready <addr>" on stdout once
 // it serves, and stops on SIGINT/SIGTERM or after -for, whichever comes first.
 // As it stops it prints a "cpu ..." line: the process's CPU time since it was
@@ -29,6 +30,7 @@ var impls = map[string]starter{
 	"p2pd":   startP2PD,
 	"stdlib": startStdlib,
 	"batch":  startBatch,
+	"raw":    startRaw,
 	"gnet":   startGnet,
 	// p2pd-fanout is p2pd with one socket per GOMAXPROCS (PipeConfig.Sockets -1).
 	"p2pd-fanout": func(ctx context.Context, proto string, addr netip.AddrPort) (func() error, error) {
@@ -38,7 +40,7 @@ var impls = map[string]starter{
 }
 
 func main() {
-	impl := flag.String("impl", "p2pd", "implementation: p2pd, p2pd-fanout, stdlib, batch (UDP only) or gnet")
+	impl := flag.String("impl", "p2pd", "implementation: p2pd, p2pd-fanout, stdlib, batch (UDP only), raw (UDP only, Linux) or gnet")
 	proto := flag.String("proto", "udp", "protocol: tcp or udp")
 	addrFlag := flag.String("addr", "127.0.0.1:0", "loopback address to serve; port 0 picks a free port")
 	lifetime := flag.Duration("for", 10*time.Minute, "hard maximum lifetime")

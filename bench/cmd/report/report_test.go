@@ -160,7 +160,8 @@ func TestTargetCheck(t *testing.T) {
 		}
 	}
 	for _, none := range [][3]string{{"tcp-rr", "p50_us", "gnet"}, {"scale-tcp-1000", "open_ms", "plain"}, {"udp-echo", "loss_pct", "stdlib"},
-		{"udp-echo", "replies_per_s", "gnet"}, {"tcp-rr", "replies_per_s", "gnet"}, {"dns-udp", "qps", "miekg"}, {"conns-idle-1000", "heap_stack_per_conn", "plain"}} {
+		{"udp-echo", "replies_per_s", "gnet"}, {"tcp-rr", "replies_per_s", "gnet"}, {"dns-udp", "qps", "miekg"}, {"conns-idle-1000", "heap_stack_per_conn", "plain"},
+		{"udp-echo", "replies_per_s", "raw"}, {"udp1-echo", "cpu_us_per_reply", "raw"}} {
 		if tg := findTarget(none[0], none[1], none[2]); tg != nil {
 			t.Errorf("unexpected target for %v: %v", none, tg)
 		}

@@ -38,7 +38,8 @@ type target struct {
 	note     string
 }
 
-// targets: gnet rows and the DNS benches have none (information only).
+// targets: gnet and raw rows and the DNS benches have none (information
+// only).
 var targets = []target{
 	{bench: "udp-echo", metric: "replies_per_s", baseline: "stdlib", atLeast: true, bound: 1.4},
 	{bench: "udp*-echo", metric: "replies_per_s", baseline: "batch", atLeast: true, bound: 1.1},
@@ -188,7 +189,7 @@ var (
 		"server_cpu_pct", "p50_us", "p99_us", "avg_latency_us", "max_latency_us", "loss_pct", "lost_pct", "reconnects",
 		"open_ms", "close_ms", "bytes_per_listener", "heap_per_listener", "stack_per_listener", "go_per_listener",
 		"heap_stack_per_conn", "rss_per_conn", "goroutines_per_conn", "fds", "errors"})
-	implLess = order([]string{"stdlib", "batch", "gnet", "p2pd-fanout", "plain", "miekg"})
+	implLess = order([]string{"stdlib", "batch", "raw", "gnet", "p2pd-fanout", "plain", "miekg"})
 )
 
 // benchLess puts the echo benches first, then the DNS ones, then the
