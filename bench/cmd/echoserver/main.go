@@ -3,6 +3,8 @@
 // blocking recvmmsg/sendmmsg, gnet),
 // one protocol, one loopback address. It prints "ready <addr>" on stdout once
 // it serves, and stops on SIGINT/SIGTERM or after -for, whichever comes first.
+// With -work every implementation spends that much CPU on each message
+// before it echoes it (the same function for all, see work.go).
 // As it stops it prints a "cpu ..." line: the process's CPU time since it was
 // ready, against the wall time, and its busiest threads' (Linux).
 package main
@@ -46,7 +48,14 @@ func main() {
 	lifetime := flag.Duration("for", 10*time.Minute, "hard maximum lifetime")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to `file`")
 	flag.IntVar(&p2pdSockets, "fanout", 0, "p2pd: sockets per listener (PipeConfig.Sockets; 0 or 1: one, -1: one per GOMAXPROCS)")
+	workDur := flag.Duration("work", 0, "CPU work per message before the echo, e.g. 20us (a calibrated loop; every implementation)")
 	flag.Parse()
+	if n, err := calibrateWork(*workDur); err != nil {
+		fmt.Fprintln(os.Stderr, "echoserver:", err)
+		os.Exit(2)
+	} else if n > 0 {
+		fmt.Fprintf(os.Stderr, "echoserver: -work %v: %d rounds per message\n", *workDur, n)
+	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err == nil {

@@ -109,6 +109,7 @@ func serveRaw(fd int, stop *atomic.Bool) {
 			continue
 		}
 		for i := range int(n) {
+			work()
 			iovs[i].SetLen(int(hs[i].Len)) // the reply is the datagram
 		}
 		// sendmmsg may send fewer than asked; loop on the rest. A message
