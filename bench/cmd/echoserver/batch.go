@@ -71,6 +71,7 @@ func serveBatch(bc batchConn) {
 			continue // e.g. ECONNREFUSED left by an earlier reply's ICMP
 		}
 		for i := range n {
+			work()
 			out[i].Buffers[0] = in[i].Buffers[0][:in[i].N]
 			out[i].Addr = in[i].Addr
 		}

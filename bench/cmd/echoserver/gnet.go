@@ -25,6 +25,7 @@ func (e *gnetEcho) OnBoot(eng gnet.Engine) gnet.Action {
 
 func (e *gnetEcho) OnTraffic(c gnet.Conn) gnet.Action {
 	buf, _ := c.Next(-1)
+	work()
 	c.Write(buf)
 	return gnet.None
 }

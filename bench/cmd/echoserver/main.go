@@ -1,7 +1,10 @@
 // Command echoserver is an echo server for the load benchmarks: one process,
-// one implementation (p2pd, the standard library, x/net batch I/O, gnet),
+// one implementation (p2pd, the standard library, x/net batch I/O, raw
+// blocking recvmmsg/sendmmsg, gnet),
 // one protocol, one loopback address. It prints "ready <addr>" on stdout once
 // it serves, and stops on SIGINT/SIGTERM or after -for, whichever comes first.
+// With -work every implementation spends that much CPU on each message
+// before it echoes it (the same function for all, see work.go).
 // As it stops it prints a "cpu ..." line: the process's CPU time since it was
 // ready, against the wall time, and its busiest threads' (Linux).
 package main
@@ -29,6 +32,7 @@ var impls = map[string]starter{
 	"p2pd":   startP2PD,
 	"stdlib": startStdlib,
 	"batch":  startBatch,
+	"raw":    startRaw,
 	"gnet":   startGnet,
 	// p2pd-fanout is p2pd with one socket per GOMAXPROCS (PipeConfig.Sockets -1).
 	"p2pd-fanout": func(ctx context.Context, proto string, addr netip.AddrPort) (func() error, error) {
@@ -38,13 +42,20 @@ var impls = map[string]starter{
 }
 
 func main() {
-	impl := flag.String("impl", "p2pd", "implementation: p2pd, p2pd-fanout, stdlib, batch (UDP only) or gnet")
+	impl := flag.String("impl", "p2pd", "implementation: p2pd, p2pd-fanout, stdlib, batch (UDP only), raw (UDP only, Linux) or gnet")
 	proto := flag.String("proto", "udp", "protocol: tcp or udp")
 	addrFlag := flag.String("addr", "127.0.0.1:0", "loopback address to serve; port 0 picks a free port")
 	lifetime := flag.Duration("for", 10*time.Minute, "hard maximum lifetime")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to `file`")
 	flag.IntVar(&p2pdSockets, "fanout", 0, "p2pd: sockets per listener (PipeConfig.Sockets; 0 or 1: one, -1: one per GOMAXPROCS)")
+	workDur := flag.Duration("work", 0, "CPU work per message before the echo, e.g. 20us (a calibrated loop; every implementation)")
 	flag.Parse()
+	if n, err := calibrateWork(*workDur); err != nil {
+		fmt.Fprintln(os.Stderr, "echoserver:", err)
+		os.Exit(2)
+	} else if n > 0 {
+		fmt.Fprintf(os.Stderr, "echoserver: -work %v: %d rounds per message\n", *workDur, n)
+	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err == nil {

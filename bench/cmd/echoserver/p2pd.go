@@ -11,10 +11,11 @@ import (
 var p2pdSockets int
 
 // startP2PD serves an echo daemon as a user would write it: a MsgCB that
-// sends every message back, one ListenAll on a loopback route, the default
+// sends every message back (after -work), one ListenAll on a loopback route, the default
 // (zero) PipeConfig but for Sockets (-fanout).
 func startP2PD(ctx context.Context, proto string, addr netip.AddrPort) (func() error, error) {
 	d := &p2pd.Daemon{PipeConfig: p2pd.PipeConfig{Sockets: p2pdSockets, OnMsg: p2pd.MsgCallbackFunc(func(msg []byte, from p2pd.Peer, p *p2pd.Pipe) {
+		work()
 		p.Send(msg, from)
 	})}}
 	fam := p2pd.IPv4

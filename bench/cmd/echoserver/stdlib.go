@@ -50,6 +50,7 @@ func startStdlibTCP(ctx context.Context, addr netip.AddrPort) (func() error, err
 				for {
 					n, err := c.Read(buf)
 					if n > 0 {
+						work() // per Read: TCP has no messages
 						if _, werr := c.Write(buf[:n]); werr != nil {
 							return
 						}
@@ -90,6 +91,7 @@ func startStdlibUDP(ctx context.Context, addr netip.AddrPort) (func() error, err
 				}
 				continue // e.g. ECONNREFUSED from an earlier reply's ICMP
 			}
+			work()
 			c.WriteToUDPAddrPort(buf[:n], from)
 		}
 	})

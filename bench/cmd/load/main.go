@@ -15,6 +15,9 @@
 // from /proc/PID/stat) it used during the measurement: cpu_us_per_reply
 // (rr, udp, udp1) or cpu_us_per_mb (stream), and server_cpu_pct.
 //
+// -bench names the run in the output when it is not the mode's usual bench
+// (udpwork-echo is mode udp against servers with -work).
+//
 // It exits non-zero when a reply does not match what was sent, or when
 // nothing was echoed at all.
 package main
@@ -63,6 +66,7 @@ func main() {
 		cfg      config
 		addrFlag string
 		impl     string
+		bench    string
 		round    int
 	)
 	flag.StringVar(&cfg.mode, "mode", "rr", "rr, stream, udp (batched) or udp1 (one datagram in flight per socket)")
@@ -73,6 +77,7 @@ func main() {
 	flag.IntVar(&cfg.window, "window", 32, "udp: datagrams in flight per socket")
 	flag.DurationVar(&cfg.timeout, "timeout", 200*time.Millisecond, "udp: a datagram unanswered for this long is lost and replaced")
 	flag.StringVar(&impl, "impl", "", "server implementation name, copied into the output")
+	flag.StringVar(&bench, "bench", "", "bench name in the output (default by mode: tcp-rr, tcp-stream, udp-echo, udp1-echo)")
 	flag.IntVar(&round, "round", 0, "round number, copied into the output")
 	flag.IntVar(&cfg.cpu.pid, "server-pid", 0, "the server's process id: measure its CPU time during the run (Linux)")
 	flag.Parse()
@@ -102,8 +107,11 @@ func main() {
 	case "udp1":
 		m, err = runUDP1(&cfg)
 	}
+	if bench == "" {
+		bench = benchNames[cfg.mode]
+	}
 	if m != nil {
-		line, _ := json.Marshal(result{Bench: benchNames[cfg.mode], Impl: impl, Round: round, Metrics: m})
+		line, _ := json.Marshal(result{Bench: bench, Impl: impl, Round: round, Metrics: m})
 		fmt.Println(string(line))
 	}
 	if err != nil {

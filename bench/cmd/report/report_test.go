@@ -149,6 +149,10 @@ func TestTargetCheck(t *testing.T) {
 		{"scale-tcp-4000", "close_ms", "plain", 1.21, "✗"},
 		{"scale-udp-4000", "bytes_per_listener", "plain", 1.11, "✗"},
 		{"scale-udp-4000", "bytes_per_listener", "plain", math.NaN(), "?"},
+		{"udpwork-echo", "replies_per_s", "p2pd-fanout", 0.8, "✓"},
+		{"udpwork-echo", "replies_per_s", "p2pd-fanout", 0.81, "✗"},
+		{"udpwork-echo", "server_cpu_pct", "p2pd-fanout", 120, "✓"},
+		{"udpwork-echo", "server_cpu_pct", "p2pd-fanout", 119, "✗"},
 	} {
 		tg := findTarget(tc.bench, tc.metric, tc.baseline)
 		if tg == nil {
@@ -160,7 +164,10 @@ func TestTargetCheck(t *testing.T) {
 		}
 	}
 	for _, none := range [][3]string{{"tcp-rr", "p50_us", "gnet"}, {"scale-tcp-1000", "open_ms", "plain"}, {"udp-echo", "loss_pct", "stdlib"},
-		{"udp-echo", "replies_per_s", "gnet"}, {"tcp-rr", "replies_per_s", "gnet"}, {"dns-udp", "qps", "miekg"}, {"conns-idle-1000", "heap_stack_per_conn", "plain"}} {
+		{"udp-echo", "replies_per_s", "gnet"}, {"tcp-rr", "replies_per_s", "gnet"}, {"dns-udp", "qps", "miekg"}, {"conns-idle-1000", "heap_stack_per_conn", "plain"},
+		{"udp-echo", "replies_per_s", "raw"}, {"udp1-echo", "cpu_us_per_reply", "raw"}, {"udp-echo", "replies_per_s", "p2pd-fanout"},
+		// the udp-echo targets against batch do not reach udpwork-echo
+		{"udpwork-echo", "replies_per_s", "batch"}, {"udpwork-echo", "cpu_us_per_reply", "batch"}, {"udpwork-echo", "server_cpu_pct", "batch"}} {
 		if tg := findTarget(none[0], none[1], none[2]); tg != nil {
 			t.Errorf("unexpected target for %v: %v", none, tg)
 		}
@@ -179,7 +186,7 @@ func TestFmtNum(t *testing.T) {
 
 func TestAbsoluteTarget(t *testing.T) {
 	tg := findTarget("conns-idle-19000", "heap_stack_per_conn", "plain")
-	if tg == nil || !tg.absolute {
+	if tg == nil || tg.on != onSubject {
 		t.Fatalf("conns-idle-19000 target = %+v, want an absolute bound", tg)
 	}
 	for _, tc := range []struct {
@@ -197,6 +204,45 @@ func TestAbsoluteTarget(t *testing.T) {
 	}
 	if s := tg.String(); !strings.Contains(s, "p2pd ≤ 3072") {
 		t.Errorf("target prints as %q", s)
+	}
+}
+
+// TestBaselineTarget: a bound on the baseline's value (udpwork-echo's
+// server_cpu_pct of p2pd-fanout) ignores p2pd's value and the ratio, and
+// names the baseline.
+func TestBaselineTarget(t *testing.T) {
+	tg := findTarget("udpwork-echo", "server_cpu_pct", "p2pd-fanout")
+	if tg == nil || tg.on != onBaseline {
+		t.Fatalf("udpwork-echo server_cpu_pct target = %+v, want a bound on the baseline's value", tg)
+	}
+	for _, tc := range []struct {
+		p2pd, fanout float64
+		want         string
+	}{
+		{95, 160, "✓"},
+		{200, 120, "✓"}, // the ratio (1.67) does not count
+		{50, 110, "✗"},  // nor does it here (0.45)
+		{95, math.NaN(), "?"},
+		{math.NaN(), 160, "✓"},
+	} {
+		r := row{p2pd: summary{tc.p2pd, 1}, base: summary{tc.fanout, 1}, ratio: ratio(tc.p2pd, tc.fanout)}
+		if got := tg.check(tg.measure(r)); got != tc.want {
+			t.Errorf("p2pd %v fan-out %v: %s, want %s", tc.p2pd, tc.fanout, got, tc.want)
+		}
+	}
+	out := renderRows(compare([]result{
+		res("udpwork-echo", "p2pd", 1, "replies_per_s", 36000.0, "server_cpu_pct", 93.0),
+		res("udpwork-echo", "p2pd-fanout", 1, "replies_per_s", 66000.0, "server_cpu_pct", 155.0),
+		res("udpwork-echo", "batch", 1, "replies_per_s", 37000.0, "server_cpu_pct", 98.0),
+	}))
+	for _, s := range []string{
+		"| udpwork-echo | replies_per_s ↑ | 36000 | p2pd-fanout | 66000 | 0.55 | 1/1 | ✓ ≤ 0.80 (fan-out ≥ 1.25 × one socket) |",
+		"| udpwork-echo | server_cpu_pct · | 93 | p2pd-fanout | 155 | 0.60 | 1/1 | ✓ p2pd-fanout ≥ 120 (fan-out serves on more than one core) |",
+		"| udpwork-echo | replies_per_s ↑ | 36000 | batch | 37000 | 0.97 | 1/1 |  |",
+	} {
+		if !strings.Contains(out, s) {
+			t.Errorf("table lacks %q:\n%s", s, out)
+		}
 	}
 }
 

@@ -19,7 +19,7 @@ func renderRows(rows []row) string {
 		tgt, rat := "", fmtRatio(r.ratio)
 		if r.target != nil {
 			tgt = r.target.check(r.target.measure(r)) + " " + r.target.String()
-			if !r.target.absolute && rat == fmtRatio(r.target.bound) && r.ratio != r.target.bound {
+			if r.target.on == onRatio && rat == fmtRatio(r.target.bound) && r.ratio != r.target.bound {
 				rat = strconv.FormatFloat(r.ratio, 'f', 3, 64) // 1.201 ✗ ≤ 1.20, not 1.20 ✗
 			}
 		}
