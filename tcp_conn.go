@@ -99,10 +99,15 @@ func (p *Pipe) readLoop() error {
 		win = parkAfter
 	}
 	cr.parkNow = parkable
-	var frameStart, last, set time.Time // set: the deadline in force
+	// set: the deadline in force; now: when the last fill returned data
+	// (one clock read per message serves lastRead and the deadline), zero
+	// after anything else.
+	var frameStart, last, set, now time.Time
 	for {
 		if win > 0 || rt > 0 {
-			now := time.Now()
+			if now.IsZero() {
+				now = time.Now()
+			}
 			last = now
 			dl := set
 			switch {
@@ -124,12 +129,14 @@ func (p *Pipe) readLoop() error {
 				set = dl
 			}
 		}
+		now = time.Time{}
 		if p.closed.Load() || p.draining.Load() {
 			return nil
 		}
 		err := cr.fill()
 		if err == nil {
-			p.lastRead.Store(monoNow())
+			now = time.Now()
+			p.lastRead.Store(int64(now.Sub(monoEpoch)))
 			cr.parkNow = false
 			continue
 		}
