@@ -6,13 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"sync"
-	"sync/atomic"
 )
 
 // How a call opens listeners: it reserves room under the guard, claims the
-// keys it binds, binds them (in parallel when there are many, see bindAll),
-// and registers what it opened, or closes it all again (all or nothing).
+// keys it binds, binds them one after another (see bindAll), and registers
+// what it opened, or closes it all again (all or nothing).
 
 // reserve checks the daemon is open and the guard, and reserves n listeners
 // for a call in progress. The caller must call release(n).
@@ -166,11 +164,11 @@ func (d *Daemon) registerLocked(pipes []*Pipe, keys []listenKey, pol policy) {
 	if len(pipes) == 0 {
 		return
 	}
-	if d.listeners == nil {
-		d.listeners = make(map[listenKey]*Pipe)
+	if d.listeners == nil { // sized for the first call, the biggest often
+		d.listeners = make(map[listenKey]*Pipe, len(pipes))
 	}
 	if d.keys == nil {
-		d.keys = make(map[*Pipe]listenKey)
+		d.keys = make(map[*Pipe]listenKey, len(pipes))
 	}
 	if d.watch == nil && d.WatchInterval >= 0 {
 		d.watch = startWatch(d, cmp.Or(d.WatchInterval, DefaultWatchInterval))
@@ -196,104 +194,81 @@ func (d *Daemon) has(k listenKey) bool {
 	return ok
 }
 
-// bound is what binding one Specific gave: a pipe, or why not.
+// bound is what binding one Specific gave: a pipe (first its socket), or
+// why not.
 type bound struct {
 	p       *Pipe
+	s       *serverSocket // bound, its pipe not made yet
 	err     *BindError
 	claimed bool // its fixed port was claimed by this call
 }
 
-// bindChunk is the fewest binds worth a goroutine of bindAll.
-const bindChunk = 256
+// pipelineAfter is the fewest binds of a call that bindAll hands on to a
+// second goroutine.
+const pipelineAfter = 512
 
 // bindAll binds specs into res (same index), and returns a non-nil error
 // if the call must stop: its context ended or the daemon closed; res then
 // holds what was bound before, for the caller to close.
 //
-// Binding is a few system calls per socket, those of different sockets
-// run in parallel, so a call of many is spread over the CPUs (one goroutine
-// per bindChunk, at most GOMAXPROCS). Specs that could refuse each other
-// are bound by one goroutine in their given order, so that which one fails
-// does not depend on timing: those of one protocol and port where one of
-// them is a wildcard address, and the same key twice.
+// The sockets are made one after another on the calling goroutine, in
+// order, so that a thread that entered a network namespace gets them
+// there, and of two specs that refuse each other the later fails. For a
+// call of many, on more than one CPU, a second goroutine makes the pipes
+// of the bound sockets and parks (an epoll_ctl) or starts them, while the
+// caller binds the next.
 func (d *Daemon) bindAll(ctx context.Context, op string, specs []Specific, cfg *PipeConfig, res []bound) error {
-	n := min(runtime.GOMAXPROCS(0), len(specs)/bindChunk)
-	if n < 2 {
+	if len(specs) < pipelineAfter || runtime.GOMAXPROCS(0) < 2 {
 		for i := range specs {
 			if err := d.bindOne(ctx, op, specs[i], cfg, &res[i]); err != nil {
 				return err
 			}
+			if s := res[i].s; s != nil {
+				res[i].p, res[i].s = s.pipe(cfg), nil
+				res[i].p.run()
+			}
 		}
 		return nil
 	}
-	parts := spreadSpecs(specs, n)
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		abort error
-		stop  atomic.Bool
-	)
-	for _, part := range parts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for _, i := range part {
-				if stop.Load() {
-					return
-				}
-				if err := d.bindOne(ctx, op, specs[i], cfg, &res[i]); err != nil {
-					mu.Lock()
-					abort = cmp.Or(abort, err)
-					mu.Unlock()
-					stop.Store(true)
-					return
-				}
-			}
-		}()
+	type handoff struct {
+		r *bound
+		s *serverSocket
+		p *Pipe
 	}
-	wg.Wait()
+	next := make(chan handoff, 64)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for h := range next {
+			if h.p == nil {
+				h.p = h.s.pipe(cfg)
+			}
+			h.p.run()
+			h.r.p = h.p
+		}
+	}()
+	var abort error
+	for i := range specs {
+		r := &res[i]
+		if abort = d.bindOne(ctx, op, specs[i], cfg, r); abort != nil {
+			break
+		}
+		if s := r.s; s != nil {
+			h := handoff{r: r, s: s}
+			if !s.anyThread() {
+				h.p = s.pipe(cfg)
+			}
+			r.s = nil
+			next <- h
+		}
+	}
+	close(next)
+	<-done // every pipe made and running (or parked) before any is closed
 	return abort
 }
 
-// spreadSpecs splits the indexes of specs into n ordered parts (see
-// bindAll): a group that must keep its order goes whole to one part.
-func spreadSpecs(specs []Specific, n int) [][]int {
-	type portKey struct {
-		proto Proto
-		port  uint16
-	}
-	wild := make(map[portKey]bool)
-	for _, s := range specs {
-		if a := s.Route.Bound; a.Port() != 0 && a.Addr().IsUnspecified() {
-			wild[portKey{s.Proto, a.Port()}] = true
-		}
-	}
-	group := make(map[listenKey]int) // group → part
-	parts := make([][]int, n)
-	next := 0
-	for i, s := range specs {
-		w := next
-		if port := s.Route.Bound.Port(); port != 0 {
-			k := keyOf(s, port)
-			if wild[portKey{s.Proto, port}] {
-				k = listenKey{proto: s.Proto, port: port}
-			}
-			if g, ok := group[k]; ok {
-				w = g
-			} else {
-				group[k] = w
-			}
-		}
-		if w == next {
-			next = (next + 1) % n
-		}
-		parts[w] = append(parts[w], i)
-	}
-	return parts
-}
-
-// bindOne binds s into r; it returns a non-nil error only when the call
-// must stop (see bindAll).
+// bindOne binds s's socket into r; it returns a non-nil error only when
+// the call must stop (see bindAll).
 func (d *Daemon) bindOne(ctx context.Context, op string, s Specific, cfg *PipeConfig, r *bound) error {
 	if err := ctx.Err(); err != nil {
 		return wrapOp(op, err)
@@ -310,7 +285,7 @@ func (d *Daemon) bindOne(ctx context.Context, op string, s Specific, cfg *PipeCo
 		}
 		r.claimed = true
 	}
-	p, err := listenShared(ctx, s.Proto, s.Route, cfg)
+	sock, err := bindSocket(ctx, s.Proto, s.Route, cfg)
 	if err != nil {
 		if !errors.As(err, &be) {
 			be.Err = err
@@ -318,6 +293,6 @@ func (d *Daemon) bindOne(ctx context.Context, op string, s Specific, cfg *PipeCo
 		r.err = be
 		return nil
 	}
-	r.p = p
+	r.s = &sock
 	return nil
 }

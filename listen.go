@@ -37,12 +37,34 @@ func Listen(ctx context.Context, proto Proto, r Route, c *PipeConfig) (*Pipe, er
 // listenShared is Listen with a config already copied, which the pipe may share
 // with others (a Daemon shares one per call).
 func listenShared(ctx context.Context, proto Proto, r Route, cfg *PipeConfig) (*Pipe, error) {
+	s, err := bindSocket(ctx, proto, r, cfg)
+	if err != nil {
+		return nil, err
+	}
+	p := s.pipe(cfg)
+	p.run()
+	return p, nil
+}
+
+// serverSocket is a server pipe's bound socket (or sockets), before the
+// pipe is made.
+type serverSocket struct {
+	ln  net.Listener
+	pc  net.PacketConn
+	fan *fanout
+	r   Route // bound
+}
+
+// bindSocket is the first step of listenShared: the system calls that
+// depend on the calling thread (its network namespace), up to the bound
+// socket.
+func bindSocket(ctx context.Context, proto Proto, r Route, cfg *PipeConfig) (serverSocket, error) {
 	if proto != TCP && proto != UDP {
-		return nil, &BindError{Family: r.Family, Proto: proto, Addr: r.Bound, Err: fmt.Errorf("%w: protocol %v", ErrInvalid, proto)}
+		return serverSocket{}, &BindError{Family: r.Family, Proto: proto, Addr: r.Bound, Err: fmt.Errorf("%w: protocol %v", ErrInvalid, proto)}
 	}
 	b, err := r.bound()
 	if err != nil {
-		return nil, &BindError{Family: r.Family, Proto: proto, Addr: r.Bound, Err: err}
+		return serverSocket{}, &BindError{Family: r.Family, Proto: proto, Addr: r.Bound, Err: err}
 	}
 	r = b
 	fam := FamilyOf(r.Bound.Addr())
@@ -53,24 +75,22 @@ func listenShared(ctx context.Context, proto Proto, r Route, cfg *PipeConfig) (*
 	lc.Control = cfg.control(proto, lc.Control)
 	sa, err := resolveZone(r.Bound)
 	if err != nil {
-		return nil, &BindError{Family: fam, Proto: proto, Addr: r.Bound, Err: err}
+		return serverSocket{}, &BindError{Family: fam, Proto: proto, Addr: r.Bound, Err: err}
 	}
 	network, addr := proto.network(fam), sa.String()
-	var ln net.Listener
-	var pc net.PacketConn
-	var fan *fanout
+	s := serverSocket{r: r}
 	n := cfg.sockets()
 	bind := func() (err error) {
 		switch {
 		case n > 1:
-			fan, err = bindFanout(ctx, lc, proto, network, addr, n)
+			s.fan, err = bindFanout(ctx, lc, proto, network, addr, n)
 			if err == nil {
-				ln, pc = fan.socks[0].ln, fan.socks[0].packetConn()
+				s.ln, s.pc = s.fan.socks[0].ln, s.fan.socks[0].packetConn()
 			}
 		case proto == TCP:
-			ln, err = lc.Listen(ctx, network, addr)
+			s.ln, err = lc.Listen(ctx, network, addr)
 		default:
-			pc, err = lc.ListenPacket(ctx, network, addr)
+			s.pc, err = lc.ListenPacket(ctx, network, addr)
 		}
 		return err
 	}
@@ -79,13 +99,25 @@ func listenShared(ctx context.Context, proto Proto, r Route, cfg *PipeConfig) (*
 		err = bind()
 	}
 	if err != nil {
-		return nil, cfg.bindError(fam, proto, r.Bound, err)
+		return serverSocket{}, cfg.bindError(fam, proto, r.Bound, err)
 	}
-	p := newServer(cfg, ln, pc, r)
-	p.fan = fan
-	p.start()
-	return p, nil
+	return s, nil
 }
+
+// pipe makes the server pipe of s, prepared (Pipe.prepare), neither
+// parked nor running: the caller must call run. A wildcard socket's
+// prepare names the interfaces of the calling thread's namespace (see
+// setBatch), so it must run where s was bound; any other may run anywhere.
+func (s serverSocket) pipe(cfg *PipeConfig) *Pipe {
+	p := newServer(cfg, s.ln, s.pc, s.r)
+	p.fan = s.fan
+	p.prepare()
+	return p
+}
+
+// anyThread reports whether s.pipe may run on another thread than the one
+// that bound s.
+func (s serverSocket) anyThread() bool { return !s.r.Bound.Addr().IsUnspecified() }
 
 // ServeListener serves an already bound TCP listener (systemd socket
 // activation, tableflip, a socket made with other options) as a server

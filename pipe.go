@@ -128,22 +128,36 @@ func copyConfig(c *PipeConfig) (*PipeConfig, error) {
 	return &cfg, nil
 }
 
-// start runs the pipe's goroutine.
+// start runs the pipe's goroutine, or parks it.
 func (p *Pipe) start() {
+	p.prepare()
+	p.run()
+}
+
+// prepare is the part of start that may ask the system about interfaces
+// (by name, in the calling thread's network namespace): it runs where the
+// socket was made. It starts the goroutines of a fan-out's other sockets.
+func (p *Pipe) prepare() {
 	if !p.server {
 		p.peer = Peer{AddrPort: p.remote, Local: p.local}
 	}
+	if p.ln == nil && p.proto == UDP && p.udp != nil && p.ub == nil {
+		p.initBatch()
+	}
+	if p.ln != nil || p.proto == UDP {
+		p.startFan()
+	}
+}
+
+// run, after prepare, parks the pipe or starts its goroutine; it may run
+// on any thread.
+func (p *Pipe) run() {
 	switch {
 	case p.ln != nil:
-		p.startFan()
 		if !p.canPark() || !p.park() {
 			go p.acceptLoop()
 		}
 	case p.proto == UDP:
-		if p.udp != nil && p.ub == nil {
-			p.initBatch()
-		}
-		p.startFan()
 		if !p.canPark() || !p.park() {
 			go p.udpLoop()
 		}
