@@ -30,12 +30,12 @@ func run(gobench string) error {
 	fmt.Println()
 	fmt.Print(renderRows(withMissingTargets(mainRows(compare(lines)))))
 	fmt.Println()
-	fmt.Println("Medians over rounds. ↑ higher is better, ↓ lower is better, · neither; the ratio is always p2pd/baseline, so for ↓ metrics a ratio below 1 means p2pd is better. n: rounds of p2pd/baseline. Target: ✓ met, ✗ missed, ? not measurable (a target whose bench did not run is listed last with no values). Growth benches show only their target rows here; all their numbers are in the growth tables.")
+	fmt.Println("Medians over runs. ↑ higher is better, ↓ lower is better, · neither; the ratio is always p2pd/baseline, so for ↓ metrics a ratio below 1 means p2pd is better. n: runs of p2pd/baseline (one per round; the scale bench makes SCALE_REPEAT per round). Target: ✓ met, ✗ missed, ? not measurable (a target whose bench did not run is listed last with no values). Growth benches show only their target rows here; all their numbers are in the growth tables.")
 	fmt.Println()
 	fmt.Println("## Growth: cost against size, p2pd against plain sockets")
 	fmt.Println()
 	fmt.Print(renderGrowth(lines))
-	fmt.Println("scale-PROTO: N listeners opened with one ListenAll against N plain net listeners with a goroutine each (open/close wall time, memory per listener). conns-MODE: N TCP connections held by a client process, the server's heap+stack and RSS per connection; idle: no traffic, msg: one 64-byte message per connection per second. Medians over rounds.")
+	fmt.Println("scale-PROTO: N listeners opened with one ListenAll against N plain net listeners with a goroutine each (open/close wall time, memory per listener). conns-MODE: N TCP connections held by a client process, the server's heap+stack and RSS per connection; idle: no traffic, msg: one 64-byte message per connection per second. Medians over runs.")
 	if gobench == "" {
 		return nil
 	}

@@ -159,9 +159,9 @@ func run(impl, proto string, n, round, base int, memprofile, cpuprofile string) 
 			closeAll()
 		}
 	}()
-	if !waitParked(before.waiting+uint64(n), 10*time.Second) {
-		fmt.Fprintf(os.Stderr, "scale: warning: only %d of %d listener goroutines parked after 10s\n",
-			waitingGoroutines()-before.waiting, n)
+	if !waitParked(before, 10*time.Second) {
+		fmt.Fprintf(os.Stderr, "scale: warning: only %d of %d new goroutines parked after 10s\n",
+			waitingGoroutines()-before.waiting, runtime.NumGoroutine()-before.goroutines)
 	}
 	after := measure()
 	if memprofile != "" {

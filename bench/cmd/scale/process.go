@@ -82,13 +82,14 @@ func waitingGoroutines() uint64 {
 	return waitingSample[0].Value.Uint64()
 }
 
-// waitParked waits until at least want goroutines are parked, so that every
-// listener goroutine has run up to its Accept or ReadFrom (and grown its
-// stack to what that takes), then a little longer. It reports whether the
-// count was reached within timeout.
-func waitParked(want uint64, timeout time.Duration) bool {
+// waitParked waits until every goroutine started since s is parked (on
+// I/O or a sync primitive), so that every listener goroutine (plain: one
+// each; p2pd: none, its listeners park without one) has run up to its
+// Accept or ReadFrom and grown its stack to what that takes, then a little
+// longer. It reports whether they were within timeout.
+func waitParked(s snapshot, timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
-	for waitingGoroutines() < want {
+	for waitingGoroutines()-s.waiting < uint64(max(runtime.NumGoroutine()-s.goroutines, 0)) {
 		if time.Now().After(deadline) {
 			return false
 		}
