@@ -194,11 +194,9 @@ func (d *Daemon) has(k listenKey) bool {
 	return ok
 }
 
-// bound is what binding one Specific gave: a pipe (first its socket), or
-// why not.
+// bound is what binding one Specific gave: a pipe, or why not.
 type bound struct {
 	p       *Pipe
-	s       *serverSocket // bound, its pipe not made yet
 	err     *BindError
 	claimed bool // its fixed port was claimed by this call
 }
@@ -220,11 +218,12 @@ const pipelineAfter = 512
 func (d *Daemon) bindAll(ctx context.Context, op string, specs []Specific, cfg *PipeConfig, res []bound) error {
 	if len(specs) < pipelineAfter || runtime.GOMAXPROCS(0) < 2 {
 		for i := range specs {
-			if err := d.bindOne(ctx, op, specs[i], cfg, &res[i]); err != nil {
+			s, err := d.bindOne(ctx, op, specs[i], cfg, &res[i])
+			if err != nil {
 				return err
 			}
-			if s := res[i].s; s != nil {
-				res[i].p, res[i].s = s.pipe(cfg), nil
+			if s != nil {
+				res[i].p = s.pipe(cfg)
 				res[i].p.run()
 			}
 		}
@@ -249,16 +248,15 @@ func (d *Daemon) bindAll(ctx context.Context, op string, specs []Specific, cfg *
 	}()
 	var abort error
 	for i := range specs {
-		r := &res[i]
-		if abort = d.bindOne(ctx, op, specs[i], cfg, r); abort != nil {
+		var s *serverSocket
+		if s, abort = d.bindOne(ctx, op, specs[i], cfg, &res[i]); abort != nil {
 			break
 		}
-		if s := r.s; s != nil {
-			h := handoff{r: r, s: s}
+		if s != nil {
+			h := handoff{r: &res[i], s: s}
 			if !s.anyThread() {
 				h.p = s.pipe(cfg)
 			}
-			r.s = nil
 			next <- h
 		}
 	}
@@ -267,21 +265,21 @@ func (d *Daemon) bindAll(ctx context.Context, op string, specs []Specific, cfg *
 	return abort
 }
 
-// bindOne binds s's socket into r; it returns a non-nil error only when
-// the call must stop (see bindAll).
-func (d *Daemon) bindOne(ctx context.Context, op string, s Specific, cfg *PipeConfig, r *bound) error {
+// bindOne binds s's socket and returns it, or records in r why not; a
+// non-nil error says that the call must stop (see bindAll).
+func (d *Daemon) bindOne(ctx context.Context, op string, s Specific, cfg *PipeConfig, r *bound) (*serverSocket, error) {
 	if err := ctx.Err(); err != nil {
-		return wrapOp(op, err)
+		return nil, wrapOp(op, err)
 	}
 	if d.isClosed() {
-		return wrapOp(op, ErrDaemonClosed)
+		return nil, wrapOp(op, ErrDaemonClosed)
 	}
 	be := &BindError{Family: s.Route.Family, Proto: s.Proto, Addr: s.Route.Bound}
 	if port := s.Route.Bound.Port(); port != 0 {
 		if !d.claim(keyOf(s, port)) {
 			be.Err = fmt.Errorf("%w: the daemon already listens there", ErrAddrInUse)
 			r.err = be
-			return nil
+			return nil, nil
 		}
 		r.claimed = true
 	}
@@ -291,8 +289,7 @@ func (d *Daemon) bindOne(ctx context.Context, op string, s Specific, cfg *PipeCo
 			be.Err = err
 		}
 		r.err = be
-		return nil
+		return nil, nil
 	}
-	r.s = &sock
-	return nil
+	return &sock, nil
 }

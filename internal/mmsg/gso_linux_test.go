@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/p2pd/p2pd/internal/testnet"
 	"golang.org/x/sys/unix"
 )
 
@@ -23,7 +24,7 @@ func gsoPair(t *testing.T, n int) (*net.UDPConn, *GSO, []*net.UDPConn) {
 	var g *GSO
 	fdOf(t, tx).Control(func(fd uintptr) { g = NewGSO(fd) })
 	if g == nil {
-		t.Skip("no UDP_SEGMENT on this kernel")
+		testnet.SkipUnlessCI(t, "no UDP_SEGMENT on this kernel")
 	}
 	var rxs []*net.UDPConn
 	for range n {
@@ -130,7 +131,7 @@ func TestGSORefused(t *testing.T) {
 	tx, g, rxs := gsoPair(t, 1)
 	fdOf(t, tx).Control(func(fd uintptr) {
 		if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_NO_CHECK, 1); err != nil {
-			t.Skip("SO_NO_CHECK:", err)
+			testnet.SkipUnlessCI(t, "SO_NO_CHECK: %v", err)
 		}
 	})
 	to := addrOf(rxs[0])
@@ -182,18 +183,7 @@ func TestGSOBadDestination(t *testing.T) {
 	s.Add([]byte("ok2"), to, 0)
 	s.Add([]byte("ok3"), to, 0)
 	rc := fdOf(t, tx)
-	var errs []error
-	for s.Pending() > 0 {
-		var serr error
-		rc.Write(func(fd uintptr) bool {
-			serr = s.Send(fd)
-			return serr != unix.EAGAIN
-		})
-		if serr != nil {
-			errs = append(errs, serr)
-			s.Skip()
-		}
-	}
+	errs := sendSkipping(rc, s)
 	if len(errs) != 3 || !errors.Is(errs[0], unix.EINVAL) {
 		t.Fatalf("errors %v, want 3 EINVAL", errs)
 	}
@@ -213,17 +203,17 @@ func TestGSOBadDestination(t *testing.T) {
 func TestGSOSource(t *testing.T) {
 	tx, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6unspecified})
 	if err != nil {
-		t.Skip("no IPv6:", err)
+		testnet.SkipUnlessCI(t, "no IPv6: %v", err)
 	}
 	defer tx.Close()
 	var g *GSO
 	fdOf(t, tx).Control(func(fd uintptr) { g = NewGSO(fd) })
 	if g == nil {
-		t.Skip("no UDP_SEGMENT")
+		testnet.SkipUnlessCI(t, "no UDP_SEGMENT on this kernel")
 	}
 	rx, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
 	if err != nil {
-		t.Skip("no IPv6 loopback:", err)
+		testnet.SkipUnlessCI(t, "no IPv6 loopback: %v", err)
 	}
 	defer rx.Close()
 	to := addrOf(rx)
@@ -304,13 +294,13 @@ func TestPutSegment(t *testing.T) {
 func TestGSODualStack(t *testing.T) {
 	tx, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv6unspecified})
 	if err != nil {
-		t.Skip("no dual-stack socket:", err)
+		testnet.SkipUnlessCI(t, "no dual-stack socket: %v", err)
 	}
 	defer tx.Close()
 	var g *GSO
 	fdOf(t, tx).Control(func(fd uintptr) { g = NewGSO(fd) })
 	if g == nil {
-		t.Skip("no UDP_SEGMENT")
+		testnet.SkipUnlessCI(t, "no UDP_SEGMENT on this kernel")
 	}
 	_, _, rxs := gsoPair(t, 1)
 	to := addrOf(rxs[0])

@@ -164,18 +164,7 @@ func TestSendErrorSkips(t *testing.T) {
 	s.Add([]byte("bad"), netip.AddrPortFrom(to.Addr(), 0), 0)
 	s.Add([]byte("ok2"), to, 0)
 	rc := fdOf(t, tx)
-	var errs []error
-	for s.Pending() > 0 {
-		var serr error
-		rc.Write(func(fd uintptr) bool {
-			serr = s.Send(fd)
-			return serr != unix.EAGAIN
-		})
-		if serr != nil {
-			errs = append(errs, serr)
-			s.Skip()
-		}
-	}
+	errs := sendSkipping(rc, s)
 	if len(errs) != 1 || !errors.Is(errs[0], unix.EINVAL) {
 		t.Fatalf("errors %v, want one EINVAL", errs)
 	}
@@ -362,4 +351,23 @@ func FuzzParsePktinfo(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		ParsePktinfo(b)
 	})
+}
+
+// sendSkipping sends everything s holds through rc, skipping each datagram
+// the kernel refuses (sendAll fails the test instead), and returns the
+// refusals in order.
+func sendSkipping(rc syscall.RawConn, s *SendBatch) []error {
+	var errs []error
+	for s.Pending() > 0 {
+		var serr error
+		rc.Write(func(fd uintptr) bool {
+			serr = s.Send(fd)
+			return serr != unix.EAGAIN
+		})
+		if serr != nil {
+			errs = append(errs, serr)
+			s.Skip()
+		}
+	}
+	return errs
 }

@@ -89,7 +89,7 @@ func waitingGoroutines() uint64 {
 // longer. It reports whether they were within timeout.
 func waitParked(s snapshot, timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
-	for waitingGoroutines()-s.waiting < uint64(max(runtime.NumGoroutine()-s.goroutines, 0)) {
+	for int64(waitingGoroutines())-int64(s.waiting) < int64(runtime.NumGoroutine()-s.goroutines) {
 		if time.Now().After(deadline) {
 			return false
 		}
