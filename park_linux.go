@@ -119,15 +119,21 @@ func (k *parker) park(c *Pipe) bool {
 		k.mu.Unlock()
 		return false
 	}
+	// A pipe parked before is still in the set (its one-shot entry
+	// disabled): re-arm it; one parking for the first time is added (one
+	// system call, not a MOD refused first). A set made anew since has not
+	// seen it: ENOENT, then ADD.
+	op := unix.EPOLL_CTL_MOD
 	if c.parkID == 0 {
 		k.nextID++
 		c.parkID = k.nextID
+		op = unix.EPOLL_CTL_ADD
 	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(c.parkID), Pad: int32(c.parkID >> 32)}
 	var cerr error
 	err := c.parkRC().Control(func(fd uintptr) {
-		cerr = unix.EpollCtl(k.epfd, unix.EPOLL_CTL_MOD, int(fd), &ev)
-		if cerr == unix.ENOENT {
+		cerr = unix.EpollCtl(k.epfd, op, int(fd), &ev)
+		if cerr == unix.ENOENT && op == unix.EPOLL_CTL_MOD {
 			cerr = unix.EpollCtl(k.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
 		}
 	})
