@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -154,9 +155,9 @@ var writeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &
 //
 // Buffers: complete frames are delivered straight out of a pooled read
 // buffer. On Unix, a plain TCP connection is read through its RawConn the
-// way the net package reads it (try read(2), wait for readiness on
-// EAGAIN), so that the pooled buffer goes back to the pool before every
-// wait: an idle connection holds no buffer, and one inside a partial frame
+// way the net package reads it (try read(2), wait for readiness on EAGAIN
+// or, see drained, after a short read), so that the pooled buffer goes
+// back to the pool before every wait: an idle connection holds no buffer, and one inside a partial frame
 // holds a carry buffer of the frame's bytes received so far. A frame that
 // does not fit the pooled buffer is carried too: the carry grows with the
 // bytes received, doubling, up to what the frame needs (MaxMsgSize plus
@@ -185,7 +186,19 @@ type connReader struct {
 	charged int // bytes of the budget the carry holds
 	n       int // raw path results
 	err     error
+	inside  bool // raw path: the fill's bytes were consumed inside RawConn.Read (err says how it went)
 	parkNow bool // raw path: nothing to read and nothing pending ends fill with errParkNow
+
+	// drained, if set, lets a fill on the raw path go on inside
+	// RawConn.Read: after a short read (the socket had no more) whose
+	// frames are all delivered, it is called there, and true makes the
+	// fill wait for more in the same Read instead of returning (no
+	// read(2) that ends in EAGAIN; see readLoop). inCB is set while those
+	// frames are delivered: the descriptor's read lock is held then, so
+	// Close must not wait for it (Pipe.terminate).
+	drained func() bool
+	inCB    *atomic.Bool
+	dl      readDeadlines // readLoop's
 }
 
 // errParkNow ends a fill that found nothing to read, with nothing pending,
@@ -223,10 +236,12 @@ func (cr *connReader) release() {
 // pending reports whether a partial frame is buffered.
 func (cr *connReader) pending() bool { return cr.r < cr.w }
 
-// rawRead is the RawConn.Read callback: read once; on EAGAIN give the
-// pooled buffer back, keeping a partial frame in a carry, and let the
-// poller wait.
+// rawRead is the RawConn.Read callback: read once; after a short read,
+// with drained set, deliver its frames here and maybe wait for more
+// (consumeInside); on EAGAIN give the pooled buffer back, keeping a
+// partial frame in a carry, and let the poller wait.
 func (cr *connReader) rawRead(fd uintptr) bool {
+	cr.inside = false
 	if cr.bufp == nil && cr.buf != nil && cr.w == len(cr.buf) && len(cr.buf) < cr.size {
 		// The carry made for the wait (full, smaller than a pooled
 		// buffer): read after its bytes in a pooled buffer, and move them
@@ -247,7 +262,11 @@ func (cr *connReader) rawRead(fd uintptr) bool {
 	if cr.buf == nil {
 		cr.getBuf()
 	}
+	space := len(cr.buf) - cr.w
 	n, again, err := readRaw(fd, cr.buf[cr.w:])
+	if n > 0 && n < space && err == nil && cr.drained != nil {
+		return cr.consumeInside(n)
+	}
 	if again {
 		switch {
 		case !cr.pending():
@@ -269,15 +288,45 @@ func (cr *connReader) rawRead(fd uintptr) bool {
 	return true
 }
 
+// consumeInside delivers the frames of a short read of n bytes inside
+// RawConn.Read, and says whether to wait there for more (false: the fill
+// returns, with cr.inside set). A TCP read that returned less than it
+// could took everything the socket had; whatever comes next makes the
+// descriptor ready again (the runtime's readiness is reset only when a
+// RawConn.Read begins), so no read(2) has to end in EAGAIN first. The one
+// exception, a read stopped at urgent data (MSG_OOB) with more behind it,
+// waits for the next bytes or the read deadline, which readLoop always
+// sets when drained is set.
+func (cr *connReader) consumeInside(n int) bool {
+	cr.w += n
+	cr.n, cr.err, cr.inside = 0, nil, true
+	cr.inCB.Store(true)
+	if cr.stopped != nil && cr.stopped() {
+		cr.inCB.Store(false)
+		return true
+	}
+	err := cr.consume()
+	cr.inCB.Store(false)
+	if err != nil || cr.pending() || !cr.drained() {
+		cr.err = err
+		return true
+	}
+	cr.release() // wait with no buffer, as on EAGAIN
+	return false
+}
+
 // fill reads more bytes into buf[w:]. It returns io.EOF at the end of the
 // stream.
 func (cr *connReader) fill() error {
 	var n int
 	var err error
 	if cr.rc != nil {
-		cr.n, cr.err = 0, nil
+		cr.n, cr.err, cr.inside = 0, nil, false
 		if rerr := cr.rc.Read(cr.rawFn); rerr != nil {
 			return rerr
+		}
+		if cr.inside {
+			return cr.err
 		}
 		n, err = cr.n, cr.err
 		if err == nil && n == 0 {

@@ -38,6 +38,7 @@ func (p *Pipe) end(err error) {
 		err = nil
 	}
 	p.terminate(err)
+	p.conn.Close() // closed already, or only shut down by a Close during a callback (terminate)
 	p.finish()
 }
 
@@ -74,7 +75,8 @@ func (p *Pipe) handshake() error {
 // IdleTimeout, or parkAfter where the connection can park. It is moved only
 // when a quarter of win has gone by, not at every read (a deadline change
 // is a timer update), and a deadline that fires early for that reason is
-// moved on, not obeyed.
+// moved on, not obeyed. On the raw path, with a deadline in force, a fill
+// may deliver many messages inside one RawConn.Read (see readDrained).
 func (p *Pipe) readLoop() error {
 	cfg := p.cfg
 	cr := p.cr
@@ -84,6 +86,7 @@ func (p *Pipe) readLoop() error {
 		cr.budget = cfg.budget
 		if p.rc != nil {
 			cr.rc = p.rc
+			cr.drained, cr.inCB = p.readDrained, &p.inCB
 		} else {
 			cr.src = p.conn
 		}
@@ -94,39 +97,39 @@ func (p *Pipe) readLoop() error {
 		rt = 0
 	}
 	parkable := p.canPark()
-	win := idle
-	if parkable && (win <= 0 || parkAfter < win) {
-		win = parkAfter
+	d := &cr.dl
+	d.win = idle
+	if parkable && (d.win <= 0 || parkAfter < d.win) {
+		d.win = parkAfter
 	}
 	cr.parkNow = parkable
-	// set: the deadline in force; now: when the last fill returned data
-	// (one clock read per message serves lastRead and the deadline), zero
-	// after anything else.
-	var frameStart, last, set, now time.Time
+	// now: when the last fill returned data (one clock read per message
+	// serves lastRead and the deadline), zero after anything else.
+	var now time.Time
 	for {
-		if win > 0 || rt > 0 {
+		if d.win > 0 || rt > 0 {
 			if now.IsZero() {
 				now = time.Now()
 			}
-			last = now
-			dl := set
+			d.last = now
+			dl := d.set
 			switch {
 			case cr.pending() && rt > 0:
-				if frameStart.IsZero() {
-					frameStart = now
+				if d.frameStart.IsZero() {
+					d.frameStart = now
 					dl = now.Add(rt)
 				}
-			case win > 0:
-				frameStart = time.Time{}
-				if set.Sub(now) < win*3/4 {
-					dl = now.Add(win)
+			case d.win > 0:
+				d.frameStart = time.Time{}
+				if d.set.Sub(now) < d.win*3/4 {
+					dl = now.Add(d.win)
 				}
 			default:
-				frameStart, dl = time.Time{}, time.Time{}
+				d.frameStart, dl = time.Time{}, time.Time{}
 			}
-			if !dl.Equal(set) {
+			if !dl.Equal(d.set) {
 				p.conn.SetReadDeadline(dl)
-				set = dl
+				d.set = dl
 			}
 		}
 		now = time.Time{}
@@ -152,22 +155,27 @@ func (p *Pipe) readLoop() error {
 		case isTimeout(err) && cr.pending() && rt > 0:
 			return fmt.Errorf("%w: %d bytes of a frame in %v", ErrReadTimeout, cr.w-cr.r, rt)
 		case isTimeout(err) && (idle > 0 || parkable):
-			quiet := time.Since(last)
+			quiet := time.Since(d.last)
 			if parkable && quiet >= parkAfter && !cr.pending() {
 				if p.park() {
 					return errParked
 				}
-				parkable, win = false, idle // refused: wait here
+				parkable, d.win = false, idle // refused: wait here
 			}
 			if idle > 0 && quiet >= idle {
-				return fmt.Errorf("%w: nothing received for %v", ErrIdleTimeout, idle)
+				if !p.readable() {
+					return fmt.Errorf("%w: nothing received for %v", ErrIdleTimeout, idle)
+				}
+				// Bytes a wait did not see: behind urgent data, which
+				// stops a read (see connReader.consumeInside). Read them.
+				d.last = time.Now()
 			}
 			// Set early (a quarter, or to park): wait for the rest.
-			set = time.Time{}
-			if win > 0 {
-				set = last.Add(win)
+			d.set = time.Time{}
+			if d.win > 0 {
+				d.set = d.last.Add(d.win)
 			}
-			p.conn.SetReadDeadline(set)
+			p.conn.SetReadDeadline(d.set)
 			continue
 		case errors.Is(err, io.EOF):
 			return io.EOF
@@ -176,6 +184,46 @@ func (p *Pipe) readLoop() error {
 		}
 		return err
 	}
+}
+
+// readable reports whether the connection has bytes to read now.
+func (p *Pipe) readable() bool {
+	if p.rc == nil {
+		return false
+	}
+	ok := false
+	p.rc.Control(func(fd uintptr) { ok = peekRaw(fd) })
+	return ok
+}
+
+// readDeadlines is readLoop's deadline state, which readDrained moves too.
+type readDeadlines struct {
+	win        time.Duration // how far ahead the deadline is kept while nothing is pending; 0: none
+	last       time.Time     // the last message, or when the loop began
+	set        time.Time     // the deadline in force
+	frameStart time.Time     // when the pending partial frame began; zero: none
+}
+
+// readDrained is the connReader's drained hook: a fill delivered a short
+// read's messages inside RawConn.Read. It does what readLoop does after a
+// fill (lastRead, the deadline) and says whether to wait for more there:
+// not when closing or draining, nor without a deadline (the wait must end
+// for the loop's idle and parking checks).
+func (p *Pipe) readDrained() bool {
+	cr := p.cr
+	d := &cr.dl
+	if d.win <= 0 || p.closed.Load() || p.draining.Load() {
+		return false
+	}
+	now := time.Now()
+	p.lastRead.Store(int64(now.Sub(monoEpoch)))
+	cr.parkNow = false
+	d.last, d.frameStart = now, time.Time{}
+	if d.set.Sub(now) < d.win*3/4 {
+		d.set = now.Add(d.win)
+		p.conn.SetReadDeadline(d.set)
+	}
+	return true
 }
 
 // park hands the connection to its owner's parker; false if it refused.

@@ -1,0 +1,99 @@
+package p2pd
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Urgent data (MSG_OOB) stops a TCP read short with more bytes behind it,
+// and no new readiness comes for those. A connection waiting for more
+// inside its read (connReader.consumeInside) still reads them: its
+// IdleTimeout finds them there (a peek) and does not close it as idle.
+func TestUrgentDataDoesNotStall(t *testing.T) {
+	const idle = 400 * time.Millisecond
+	var mu sync.Mutex
+	var got []byte
+	hold, release := make(chan struct{}), make(chan struct{})
+	ended := make(chan error, 1)
+	srv := listen(t, TCP, loopRoute(t, IPv4), &PipeConfig{Logger: quietLogger(), IdleTimeout: idle,
+		OnEnd: func(p *Pipe, reason error) {
+			if !p.IsServer() {
+				ended <- reason
+			}
+		},
+		OnMsg: MsgCallbackFunc(func(msg []byte, from Peer, p *Pipe) {
+			mu.Lock()
+			got = append(got, msg...)
+			mu.Unlock()
+			switch {
+			case bytes.Equal(msg, []byte("hold")):
+				close(hold)
+				<-release
+			case bytes.HasPrefix(msg, []byte("abc")):
+				// Long enough that the deadline is moved after this
+				// message: it then fires a whole IdleTimeout after it.
+				time.Sleep(idle / 2)
+			}
+		})})
+	c, err := net.Dial("tcp4", srv.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("hold")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-hold:
+	case <-time.After(waitFor):
+		t.Fatal("the callback did not run")
+	}
+	// While the server's callback holds its reader: "abc", an urgent
+	// byte, "def", all queued at the server before it reads again.
+	c.Write([]byte("abc"))
+	sc, _ := c.(*net.TCPConn).SyscallConn()
+	var serr error
+	sc.Control(func(fd uintptr) { serr = syscall.Sendto(int(fd), []byte("!"), syscall.MSG_OOB, nil) })
+	if serr != nil {
+		t.Fatal(serr)
+	}
+	c.Write([]byte("def"))
+	for deadline := time.Now().Add(waitFor); queued(t, c, true) > 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the server's kernel did not take the bytes")
+		}
+	}
+	close(release)
+
+	want := []byte("holdabcdef")
+	for deadline := time.Now().Add(waitFor); ; time.Sleep(5 * time.Millisecond) {
+		mu.Lock()
+		have := append([]byte(nil), got...)
+		mu.Unlock()
+		if bytes.Equal(have, want) {
+			break
+		}
+		select {
+		case reason := <-ended:
+			t.Fatalf("the connection ended (%v) having received %q, want %q", reason, have, want)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("received %q, want %q", have, want)
+		}
+	}
+	// Then, silent, it does end as idle.
+	select {
+	case reason := <-ended:
+		if !errors.Is(reason, ErrIdleTimeout) {
+			t.Fatalf("ended with %v, want ErrIdleTimeout", reason)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("the silent connection did not end")
+	}
+}
