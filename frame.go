@@ -156,7 +156,7 @@ var writeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &
 // Buffers: complete frames are delivered straight out of a pooled read
 // buffer. On Unix, a plain TCP connection is read through its RawConn the
 // way the net package reads it (try read(2), wait for readiness on EAGAIN
-// or, see drained, after a short read), so that the pooled buffer goes
+// or, see drained, after a read that left the socket empty), so that the pooled buffer goes
 // back to the pool before every wait: an idle connection holds no buffer, and one inside a partial frame
 // holds a carry buffer of the frame's bytes received so far. A frame that
 // does not fit the pooled buffer is carried too: the carry grows with the
@@ -190,7 +190,7 @@ type connReader struct {
 	parkNow bool // raw path: nothing to read and nothing pending ends fill with errParkNow
 
 	// drained, if set, lets a fill on the raw path go on inside
-	// RawConn.Read: after a short read (the socket had no more) whose
+	// RawConn.Read: after a read that left the socket empty (inq) whose
 	// frames are all delivered, it is called there, and true makes the
 	// fill wait for more in the same Read instead of returning (no
 	// read(2) that ends in EAGAIN; see readLoop). inCB is set while those
@@ -198,6 +198,7 @@ type connReader struct {
 	// Close must not wait for it (Pipe.terminate).
 	drained func() bool
 	inCB    *atomic.Bool
+	inq     inqRead       // on: reads tell what is left (TCP_INQ)
 	dl      readDeadlines // readLoop's
 }
 
@@ -236,9 +237,9 @@ func (cr *connReader) release() {
 // pending reports whether a partial frame is buffered.
 func (cr *connReader) pending() bool { return cr.r < cr.w }
 
-// rawRead is the RawConn.Read callback: read once; after a short read,
-// with drained set, deliver its frames here and maybe wait for more
-// (consumeInside); on EAGAIN give the pooled buffer back, keeping a
+// rawRead is the RawConn.Read callback: read once; after a read that left
+// the socket empty, with drained set, deliver its frames here and maybe
+// wait for more (consumeInside); on EAGAIN give the pooled buffer back, keeping a
 // partial frame in a carry, and let the poller wait.
 func (cr *connReader) rawRead(fd uintptr) bool {
 	cr.inside = false
@@ -262,9 +263,16 @@ func (cr *connReader) rawRead(fd uintptr) bool {
 	if cr.buf == nil {
 		cr.getBuf()
 	}
-	space := len(cr.buf) - cr.w
-	n, again, err := readRaw(fd, cr.buf[cr.w:])
-	if n > 0 && n < space && err == nil && cr.drained != nil {
+	var n, inq int
+	var again bool
+	var err error
+	if cr.inq.on && cr.w < len(cr.buf) {
+		n, inq, again, err = cr.inq.read(fd, cr.buf[cr.w:])
+	} else {
+		n, again, err = readRaw(fd, cr.buf[cr.w:])
+		inq = -1
+	}
+	if n > 0 && inq == 0 && err == nil && cr.drained != nil {
 		return cr.consumeInside(n)
 	}
 	if again {
@@ -288,15 +296,12 @@ func (cr *connReader) rawRead(fd uintptr) bool {
 	return true
 }
 
-// consumeInside delivers the frames of a short read of n bytes inside
-// RawConn.Read, and says whether to wait there for more (false: the fill
-// returns, with cr.inside set). A TCP read that returned less than it
-// could took everything the socket had; whatever comes next makes the
+// consumeInside delivers the frames of a read of n bytes that left the
+// socket empty (TCP_INQ said 0: no bytes, no FIN, no error behind them)
+// inside RawConn.Read, and says whether to wait there for more (false:
+// the fill returns, with cr.inside set). Whatever comes next makes the
 // descriptor ready again (the runtime's readiness is reset only when a
-// RawConn.Read begins), so no read(2) has to end in EAGAIN first. The one
-// exception, a read stopped at urgent data (MSG_OOB) with more behind it,
-// waits for the next bytes or the read deadline, which readLoop always
-// sets when drained is set.
+// RawConn.Read begins), so no read has to end in EAGAIN first.
 func (cr *connReader) consumeInside(n int) bool {
 	cr.w += n
 	cr.n, cr.err, cr.inside = 0, nil, true

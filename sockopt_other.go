@@ -12,7 +12,6 @@ const haveRawRead = false
 // Broadcast are not supported and idle TCP connections keep their buffer.
 
 func readRaw(fd uintptr, b []byte) (int, bool, error) { return 0, false, ErrUnsupported } // never called: haveRawRead is false
-func peekRaw(fd uintptr) bool                         { return false }                    // likewise
 
 func setSockopts(rc syscall.RawConn, reuse, bcast bool) error {
 	return errorf("p2pd: socket options: %w", ErrUnsupported)

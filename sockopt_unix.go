@@ -28,17 +28,6 @@ func readRaw(fd uintptr, b []byte) (n int, again bool, err error) {
 	}
 }
 
-// peekRaw reports whether a read of the socket would return bytes now.
-func peekRaw(fd uintptr) bool {
-	var b [1]byte
-	for {
-		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		if err != syscall.EINTR {
-			return err == nil && n > 0
-		}
-	}
-}
-
 // setSockopts sets SO_REUSEADDR and SO_BROADCAST before bind.
 func setSockopts(rc syscall.RawConn, reuse, bcast bool) error {
 	var serr error

@@ -15,7 +15,6 @@ const haveRawRead = false
 // BUG(p2pd): On Windows, an idle TCP connection keeps its read buffer.
 
 func readRaw(fd uintptr, b []byte) (int, bool, error) { return 0, false, ErrUnsupported } // never called: haveRawRead is false
-func peekRaw(fd uintptr) bool                         { return false }                    // likewise
 
 const wsaeaddrinuse = syscall.Errno(10048)
 

@@ -87,6 +87,7 @@ func (p *Pipe) readLoop() error {
 		if p.rc != nil {
 			cr.rc = p.rc
 			cr.drained, cr.inCB = p.readDrained, &p.inCB
+			cr.inq.enable(p.rc)
 		} else {
 			cr.src = p.conn
 		}
@@ -163,12 +164,7 @@ func (p *Pipe) readLoop() error {
 				parkable, d.win = false, idle // refused: wait here
 			}
 			if idle > 0 && quiet >= idle {
-				if !p.readable() {
-					return fmt.Errorf("%w: nothing received for %v", ErrIdleTimeout, idle)
-				}
-				// Bytes a wait did not see: behind urgent data, which
-				// stops a read (see connReader.consumeInside). Read them.
-				d.last = time.Now()
+				return fmt.Errorf("%w: nothing received for %v", ErrIdleTimeout, idle)
 			}
 			// Set early (a quarter, or to park): wait for the rest.
 			d.set = time.Time{}
@@ -184,16 +180,6 @@ func (p *Pipe) readLoop() error {
 		}
 		return err
 	}
-}
-
-// readable reports whether the connection has bytes to read now.
-func (p *Pipe) readable() bool {
-	if p.rc == nil {
-		return false
-	}
-	ok := false
-	p.rc.Control(func(fd uintptr) { ok = peekRaw(fd) })
-	return ok
 }
 
 // readDeadlines is readLoop's deadline state, which readDrained moves too.
@@ -229,7 +215,7 @@ func (p *Pipe) readDrained() bool {
 // park hands the connection to its owner's parker; false if it refused.
 func (p *Pipe) park() bool { return p.cfg.park.park(p) }
 
-func (p *Pipe) deliverTCP(msg []byte) { p.dispatch(msg, p.peer) }
+func (p *Pipe) deliverTCP(msg []byte) { p.dispatch(msg, Peer{AddrPort: p.remote, Local: p.local}) }
 
 // write sends one message on a TCP connection, framed, within
 // WriteTimeout; a peer that does not take it in time loses the connection.

@@ -3,12 +3,62 @@ package p2pd
 import (
 	"bytes"
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 )
+
+// A peer's last message and its FIN, both waiting when the server reads:
+// the read that takes the message leaves the FIN behind, with no new
+// readiness to come. The server still sees the end at once (TCP_INQ says
+// 1 after a FIN), not at its next read deadline (parkAfter), and closes:
+// the peer gets its echo and then the end.
+func TestLastMessageAndFIN(t *testing.T) {
+	hold, release := make(chan struct{}), make(chan struct{})
+	srv := listen(t, TCP, loopRoute(t, IPv4), &PipeConfig{Logger: quietLogger(),
+		OnMsg: MsgCallbackFunc(func(msg []byte, from Peer, p *Pipe) {
+			if bytes.Equal(msg, []byte("hold")) {
+				close(hold)
+				<-release
+				return
+			}
+			p.Send(msg, from)
+		})})
+	c, err := net.Dial("tcp4", srv.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("hold")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-hold:
+	case <-time.After(waitFor):
+		t.Fatal("the callback did not run")
+	}
+	c.Write([]byte("last"))
+	c.(*net.TCPConn).CloseWrite()
+	for deadline := time.Now().Add(waitFor); queued(t, c, true) > 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the server's kernel did not take the bytes")
+		}
+	}
+	start := time.Now()
+	close(release)
+	c.SetReadDeadline(time.Now().Add(waitFor))
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "last" {
+		t.Fatalf("read %q, %v; want the echo, then the end", got, err)
+	}
+	// Not a speed target: the end comes at once or at the deadline, 2 s on.
+	if took := time.Since(start); took >= parkAfter/2 {
+		t.Fatalf("the end came %v after the FIN was there (the read deadline is %v)", took, parkAfter)
+	}
+}
 
 // Urgent data (MSG_OOB) stops a TCP read short with more bytes behind it,
 // and no new readiness comes for those. A connection waiting for more
