@@ -60,8 +60,8 @@ type Pipe struct {
 
 	closed   atomic.Bool
 	draining atomic.Bool
-	quit     chan struct{} // closed when the pipe starts closing
-	done     chan struct{} // closed when the pipe has ended
+	quit     signal // fired when the pipe starts closing
+	done     signal // fired when the pipe has ended
 
 	mu       sync.Mutex
 	reason   error
@@ -74,7 +74,6 @@ type Pipe struct {
 	evicting int  // TCP server: evicted connections not ended yet (mu)
 	evicted  bool // TCP connection: closed for a newcomer (parent's mu)
 
-	peer     Peer         // TCP: what dispatch gives the callback
 	wmu      sync.Mutex   // TCP: one Send writes at a time
 	wset     time.Time    // TCP: the write deadline in force (wmu)
 	lastRead atomic.Int64 // TCP connection: when it last received (monoNow), for eviction
@@ -85,11 +84,36 @@ type Pipe struct {
 
 type cbBox struct{ cb MsgCallback }
 
+// signal is a channel that is made only when something waits on it: most
+// pipes end with nobody selecting on their quit or done, and a channel is
+// 96 bytes. fire must be called once.
+type signal struct{ ch atomic.Pointer[chan struct{}] }
+
+// fired stands for the channel of a signal fired before anything waited.
+var fired = func() *chan struct{} { c := make(chan struct{}); close(c); return &c }()
+
+// wait returns a channel that is closed when the signal fires.
+func (s *signal) wait() <-chan struct{} {
+	if c := s.ch.Load(); c != nil {
+		return *c
+	}
+	c := make(chan struct{})
+	if s.ch.CompareAndSwap(nil, &c) {
+		return c
+	}
+	return *s.ch.Load()
+}
+
+func (s *signal) fire() {
+	if !s.ch.CompareAndSwap(nil, fired) {
+		close(*s.ch.Load())
+	}
+}
+
 // newPipe makes a pipe; its goroutine must be started (start), which ends
 // it with finish.
 func newPipe(cfg *PipeConfig, proto Proto, server bool, parent *Pipe) *Pipe {
-	p := &Pipe{cfg: cfg, proto: proto, server: server, parent: parent,
-		quit: make(chan struct{}), done: make(chan struct{})}
+	p := &Pipe{cfg: cfg, proto: proto, server: server, parent: parent}
 	if server {
 		cfg.group.add(1)
 		cfg.park.hold()
@@ -139,9 +163,6 @@ func (p *Pipe) start() {
 // (by name, in the calling thread's network namespace): it runs where the
 // socket was made. It starts the goroutines of a fan-out's other sockets.
 func (p *Pipe) prepare() {
-	if !p.server {
-		p.peer = Peer{AddrPort: p.remote, Local: p.local}
-	}
 	if p.ln == nil && p.proto == UDP && p.udp != nil && p.ub == nil {
 		p.initBatch()
 	}
@@ -268,7 +289,7 @@ func (p *Pipe) Parent() *Pipe { return p.parent }
 
 // Done returns a channel closed when the pipe has ended: its socket is
 // closed, its goroutine finished, OnEnd called.
-func (p *Pipe) Done() <-chan struct{} { return p.done }
+func (p *Pipe) Done() <-chan struct{} { return p.done.wait() }
 
 // Err returns why the pipe ended: nil while it runs and after a local
 // Close or Shutdown, otherwise the reason given to OnEnd.
@@ -317,7 +338,7 @@ func (p *Pipe) Shutdown(ctx context.Context) error {
 	}
 	p.drain()
 	select {
-	case <-p.done:
+	case <-p.done.wait():
 		p.closeNoWait()
 		return nil
 	case <-ctx.Done():
@@ -367,7 +388,7 @@ func (p *Pipe) terminate(reason error) {
 	}
 	p.closed.Store(true)
 	p.reason = reason
-	close(p.quit)
+	p.quit.fire()
 	p.mu.Unlock()
 	if p.ub != nil {
 		p.ub.close()
@@ -422,7 +443,7 @@ func (p *Pipe) finish() {
 	if f := p.cfg.ended; f != nil && p.server {
 		f(p)
 	}
-	close(p.done)
+	p.done.fire()
 	if p.server {
 		p.cfg.park.release()
 		p.cfg.group.done()

@@ -115,7 +115,7 @@ func (p *Pipe) Recv(ctx context.Context, s *Sub) (Msg, error) {
 		return m, nil
 	case <-ctx.Done():
 		return Msg{}, ctx.Err()
-	case <-p.quit:
+	case <-p.quit.wait():
 		return Msg{}, ErrPipeClosed
 	case <-s.gone:
 		return Msg{}, errorf("p2pd: recv: %w: unsubscribed", ErrInvalid)

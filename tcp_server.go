@@ -107,7 +107,7 @@ func (p *Pipe) endServer(reason error) {
 		if c == nil {
 			break
 		}
-		<-c.done
+		<-c.done.wait()
 	}
 	p.terminate(nil)
 	p.finish()
@@ -243,7 +243,7 @@ func (p *Pipe) sleep(d time.Duration) bool {
 	select {
 	case <-t.C:
 		return !p.draining.Load()
-	case <-p.quit:
+	case <-p.quit.wait():
 		return false
 	}
 }
@@ -320,7 +320,7 @@ func (p *Pipe) Accept(ctx context.Context) (*Pipe, error) {
 		case <-w:
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-p.quit:
+		case <-p.quit.wait():
 			return nil, ErrPipeClosed
 		}
 	}
