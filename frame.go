@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"sync"
-	"sync/atomic"
 	"syscall"
 )
 
@@ -155,9 +154,9 @@ var writeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &
 //
 // Buffers: complete frames are delivered straight out of a pooled read
 // buffer. On Unix, a plain TCP connection is read through its RawConn the
-// way the net package reads it (try read(2), wait for readiness on EAGAIN
-// or, see drained, after a read that left the socket empty), so that the pooled buffer goes
-// back to the pool before every wait: an idle connection holds no buffer, and one inside a partial frame
+// way the net package reads it (try read(2), wait for readiness on
+// EAGAIN), so that the pooled buffer goes back to the pool before every
+// wait: an idle connection holds no buffer, and one inside a partial frame
 // holds a carry buffer of the frame's bytes received so far. A frame that
 // does not fit the pooled buffer is carried too: the carry grows with the
 // bytes received, doubling, up to what the frame needs (MaxMsgSize plus
@@ -186,20 +185,7 @@ type connReader struct {
 	charged int // bytes of the budget the carry holds
 	n       int // raw path results
 	err     error
-	inside  bool // raw path: the fill's bytes were consumed inside RawConn.Read (err says how it went)
 	parkNow bool // raw path: nothing to read and nothing pending ends fill with errParkNow
-
-	// drained, if set, lets a fill on the raw path go on inside
-	// RawConn.Read: after a read that left the socket empty (inq) whose
-	// frames are all delivered, it is called there, and true makes the
-	// fill wait for more in the same Read instead of returning (no
-	// read(2) that ends in EAGAIN; see readLoop). inCB is set while those
-	// frames are delivered: the descriptor's read lock is held then, so
-	// Close must not wait for it (Pipe.terminate).
-	drained func() bool
-	inCB    *atomic.Bool
-	inq     inqRead       // on: reads tell what is left (TCP_INQ)
-	dl      readDeadlines // readLoop's
 }
 
 // errParkNow ends a fill that found nothing to read, with nothing pending,
@@ -237,12 +223,10 @@ func (cr *connReader) release() {
 // pending reports whether a partial frame is buffered.
 func (cr *connReader) pending() bool { return cr.r < cr.w }
 
-// rawRead is the RawConn.Read callback: read once; after a read that left
-// the socket empty, with drained set, deliver its frames here and maybe
-// wait for more (consumeInside); on EAGAIN give the pooled buffer back, keeping a
-// partial frame in a carry, and let the poller wait.
+// rawRead is the RawConn.Read callback: read once; on EAGAIN give the
+// pooled buffer back, keeping a partial frame in a carry, and let the
+// poller wait.
 func (cr *connReader) rawRead(fd uintptr) bool {
-	cr.inside = false
 	if cr.bufp == nil && cr.buf != nil && cr.w == len(cr.buf) && len(cr.buf) < cr.size {
 		// The carry made for the wait (full, smaller than a pooled
 		// buffer): read after its bytes in a pooled buffer, and move them
@@ -263,18 +247,7 @@ func (cr *connReader) rawRead(fd uintptr) bool {
 	if cr.buf == nil {
 		cr.getBuf()
 	}
-	var n, inq int
-	var again bool
-	var err error
-	if cr.inq.on && cr.w < len(cr.buf) {
-		n, inq, again, err = cr.inq.read(fd, cr.buf[cr.w:])
-	} else {
-		n, again, err = readRaw(fd, cr.buf[cr.w:])
-		inq = -1
-	}
-	if n > 0 && inq == 0 && err == nil && cr.drained != nil {
-		return cr.consumeInside(n)
-	}
+	n, again, err := readRaw(fd, cr.buf[cr.w:])
 	if again {
 		switch {
 		case !cr.pending():
@@ -296,42 +269,15 @@ func (cr *connReader) rawRead(fd uintptr) bool {
 	return true
 }
 
-// consumeInside delivers the frames of a read of n bytes that left the
-// socket empty (TCP_INQ said 0: no bytes, no FIN, no error behind them)
-// inside RawConn.Read, and says whether to wait there for more (false:
-// the fill returns, with cr.inside set). Whatever comes next makes the
-// descriptor ready again (the runtime's readiness is reset only when a
-// RawConn.Read begins), so no read has to end in EAGAIN first.
-func (cr *connReader) consumeInside(n int) bool {
-	cr.w += n
-	cr.n, cr.err, cr.inside = 0, nil, true
-	cr.inCB.Store(true)
-	if cr.stopped != nil && cr.stopped() {
-		cr.inCB.Store(false)
-		return true
-	}
-	err := cr.consume()
-	cr.inCB.Store(false)
-	if err != nil || cr.pending() || !cr.drained() {
-		cr.err = err
-		return true
-	}
-	cr.release() // wait with no buffer, as on EAGAIN
-	return false
-}
-
 // fill reads more bytes into buf[w:]. It returns io.EOF at the end of the
 // stream.
 func (cr *connReader) fill() error {
 	var n int
 	var err error
 	if cr.rc != nil {
-		cr.n, cr.err, cr.inside = 0, nil, false
+		cr.n, cr.err = 0, nil
 		if rerr := cr.rc.Read(cr.rawFn); rerr != nil {
 			return rerr
-		}
-		if cr.inside {
-			return cr.err
 		}
 		n, err = cr.n, cr.err
 		if err == nil && n == 0 {

@@ -78,7 +78,6 @@ type Pipe struct {
 	wset     time.Time    // TCP: the write deadline in force (wmu)
 	lastRead atomic.Int64 // TCP connection: when it last received (monoNow), for eviction
 	cr       *connReader  // TCP: the reader, made by its first goroutine
-	inCB     atomic.Bool  // TCP: callbacks run inside the socket's read (see terminate)
 	parkID   uint64       // its key in the parker, 0 before it first parks (parker's mu)
 }
 
@@ -303,9 +302,7 @@ func (p *Pipe) Err() error {
 // the socket (and, on a TCP server, every connection's), and makes pending
 // Recv and Accept calls return ErrPipeClosed. It does not wait for the
 // pipe's goroutine or for callbacks still running, so it may be called
-// from anywhere, a callback of the pipe included (a TCP connection whose
-// callback is running is shut down at once, and its descriptor closed
-// when the callback returns); the pipe has ended when
+// from anywhere, a callback of the pipe included; the pipe has ended when
 // [Pipe.Done] is closed (after its running callbacks returned and OnEnd
 // ran). Close is idempotent and always returns nil.
 func (p *Pipe) Close() error {
@@ -404,15 +401,7 @@ func (p *Pipe) terminate(reason error) {
 	case p.pc != nil:
 		p.pc.Close()
 	case p.conn != nil:
-		if tc, ok := p.conn.(*net.TCPConn); ok && p.inCB.Load() {
-			// A callback runs inside the socket's read (connReader.drained),
-			// whose lock Close would wait for: shut the connection down
-			// now; its goroutine closes it when the callback returns.
-			tc.CloseRead()
-			tc.CloseWrite()
-		} else {
-			p.conn.Close()
-		}
+		p.conn.Close()
 		p.unpark()
 	}
 }

@@ -38,7 +38,6 @@ func (p *Pipe) end(err error) {
 		err = nil
 	}
 	p.terminate(err)
-	p.conn.Close() // closed already, or only shut down by a Close during a callback (terminate)
 	p.finish()
 }
 
@@ -75,8 +74,7 @@ func (p *Pipe) handshake() error {
 // IdleTimeout, or parkAfter where the connection can park. It is moved only
 // when a quarter of win has gone by, not at every read (a deadline change
 // is a timer update), and a deadline that fires early for that reason is
-// moved on, not obeyed. On the raw path, with a deadline in force, a fill
-// may deliver many messages inside one RawConn.Read (see readDrained).
+// moved on, not obeyed.
 func (p *Pipe) readLoop() error {
 	cfg := p.cfg
 	cr := p.cr
@@ -86,8 +84,6 @@ func (p *Pipe) readLoop() error {
 		cr.budget = cfg.budget
 		if p.rc != nil {
 			cr.rc = p.rc
-			cr.drained, cr.inCB = p.readDrained, &p.inCB
-			cr.inq.enable(p.rc)
 		} else {
 			cr.src = p.conn
 		}
@@ -98,39 +94,39 @@ func (p *Pipe) readLoop() error {
 		rt = 0
 	}
 	parkable := p.canPark()
-	d := &cr.dl
-	d.win = idle
-	if parkable && (d.win <= 0 || parkAfter < d.win) {
-		d.win = parkAfter
+	win := idle
+	if parkable && (win <= 0 || parkAfter < win) {
+		win = parkAfter
 	}
 	cr.parkNow = parkable
-	// now: when the last fill returned data (one clock read per message
-	// serves lastRead and the deadline), zero after anything else.
-	var now time.Time
+	// set: the deadline in force; now: when the last fill returned data
+	// (one clock read per message serves lastRead and the deadline), zero
+	// after anything else.
+	var frameStart, last, set, now time.Time
 	for {
-		if d.win > 0 || rt > 0 {
+		if win > 0 || rt > 0 {
 			if now.IsZero() {
 				now = time.Now()
 			}
-			d.last = now
-			dl := d.set
+			last = now
+			dl := set
 			switch {
 			case cr.pending() && rt > 0:
-				if d.frameStart.IsZero() {
-					d.frameStart = now
+				if frameStart.IsZero() {
+					frameStart = now
 					dl = now.Add(rt)
 				}
-			case d.win > 0:
-				d.frameStart = time.Time{}
-				if d.set.Sub(now) < d.win*3/4 {
-					dl = now.Add(d.win)
+			case win > 0:
+				frameStart = time.Time{}
+				if set.Sub(now) < win*3/4 {
+					dl = now.Add(win)
 				}
 			default:
-				d.frameStart, dl = time.Time{}, time.Time{}
+				frameStart, dl = time.Time{}, time.Time{}
 			}
-			if !dl.Equal(d.set) {
+			if !dl.Equal(set) {
 				p.conn.SetReadDeadline(dl)
-				d.set = dl
+				set = dl
 			}
 		}
 		now = time.Time{}
@@ -156,22 +152,22 @@ func (p *Pipe) readLoop() error {
 		case isTimeout(err) && cr.pending() && rt > 0:
 			return fmt.Errorf("%w: %d bytes of a frame in %v", ErrReadTimeout, cr.w-cr.r, rt)
 		case isTimeout(err) && (idle > 0 || parkable):
-			quiet := time.Since(d.last)
+			quiet := time.Since(last)
 			if parkable && quiet >= parkAfter && !cr.pending() {
 				if p.park() {
 					return errParked
 				}
-				parkable, d.win = false, idle // refused: wait here
+				parkable, win = false, idle // refused: wait here
 			}
 			if idle > 0 && quiet >= idle {
 				return fmt.Errorf("%w: nothing received for %v", ErrIdleTimeout, idle)
 			}
 			// Set early (a quarter, or to park): wait for the rest.
-			d.set = time.Time{}
-			if d.win > 0 {
-				d.set = d.last.Add(d.win)
+			set = time.Time{}
+			if win > 0 {
+				set = last.Add(win)
 			}
-			p.conn.SetReadDeadline(d.set)
+			p.conn.SetReadDeadline(set)
 			continue
 		case errors.Is(err, io.EOF):
 			return io.EOF
@@ -180,36 +176,6 @@ func (p *Pipe) readLoop() error {
 		}
 		return err
 	}
-}
-
-// readDeadlines is readLoop's deadline state, which readDrained moves too.
-type readDeadlines struct {
-	win        time.Duration // how far ahead the deadline is kept while nothing is pending; 0: none
-	last       time.Time     // the last message, or when the loop began
-	set        time.Time     // the deadline in force
-	frameStart time.Time     // when the pending partial frame began; zero: none
-}
-
-// readDrained is the connReader's drained hook: a fill delivered a short
-// read's messages inside RawConn.Read. It does what readLoop does after a
-// fill (lastRead, the deadline) and says whether to wait for more there:
-// not when closing or draining, nor without a deadline (the wait must end
-// for the loop's idle and parking checks).
-func (p *Pipe) readDrained() bool {
-	cr := p.cr
-	d := &cr.dl
-	if d.win <= 0 || p.closed.Load() || p.draining.Load() {
-		return false
-	}
-	now := time.Now()
-	p.lastRead.Store(int64(now.Sub(monoEpoch)))
-	cr.parkNow = false
-	d.last, d.frameStart = now, time.Time{}
-	if d.set.Sub(now) < d.win*3/4 {
-		d.set = now.Add(d.win)
-		p.conn.SetReadDeadline(d.set)
-	}
-	return true
 }
 
 // park hands the connection to its owner's parker; false if it refused.

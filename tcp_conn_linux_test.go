@@ -13,9 +13,10 @@ import (
 
 // A peer's last message and its FIN, both waiting when the server reads:
 // the read that takes the message leaves the FIN behind, with no new
-// readiness to come. The server still sees the end at once (TCP_INQ says
-// 1 after a FIN), not at its next read deadline (parkAfter), and closes:
-// the peer gets its echo and then the end.
+// readiness to come. The server still sees the end at once, not at its
+// next read deadline (parkAfter), and closes: the peer gets its echo and
+// then the end. (Waiting for readiness after a short read, without a read
+// that ends in EAGAIN, missed it.)
 func TestLastMessageAndFIN(t *testing.T) {
 	hold, release := make(chan struct{}), make(chan struct{})
 	srv := listen(t, TCP, loopRoute(t, IPv4), &PipeConfig{Logger: quietLogger(),
@@ -61,9 +62,9 @@ func TestLastMessageAndFIN(t *testing.T) {
 }
 
 // Urgent data (MSG_OOB) stops a TCP read short with more bytes behind it,
-// and no new readiness comes for those. A connection waiting for more
-// inside its read (connReader.consumeInside) still reads them: its
-// IdleTimeout finds them there (a peek) and does not close it as idle.
+// and no new readiness comes for those. The connection still reads them,
+// and is not closed as idle with them waiting. (Waiting for readiness
+// after a short read, without a read that ends in EAGAIN, stalled here.)
 func TestUrgentDataDoesNotStall(t *testing.T) {
 	const idle = 400 * time.Millisecond
 	var mu sync.Mutex

@@ -8,11 +8,11 @@ import (
 	"time"
 )
 
-// A connection's callbacks may run inside its socket's read (see
-// connReader.drained), where the descriptor's read lock is held. Close of
-// the connection, or of its server, from another goroutine while a
-// callback runs there returns without waiting for the callback, and the
-// peer sees the end at once; the pipe ends when the callback returns.
+// Close of a connection, or of its server, from another goroutine while
+// the connection's callback runs returns without waiting for the
+// callback, and the peer sees the end at once; the pipe ends when the
+// callback returns. (A read path that delivers messages while holding the
+// descriptor's read lock, tried for one read per request, must keep this.)
 func TestCloseWhileCallbackRuns(t *testing.T) {
 	for _, which := range []string{"conn", "server"} {
 		t.Run(which, func(t *testing.T) {
@@ -33,7 +33,7 @@ func TestCloseWhileCallbackRuns(t *testing.T) {
 			}
 			defer c.Close()
 			c.SetDeadline(time.Now().Add(waitFor))
-			// An echo first: the reader then waits for more inside the read.
+			// An echo first: the connection has talked, its reader waits.
 			buf := make([]byte, 16)
 			if _, err := c.Write([]byte("ping")); err != nil {
 				t.Fatal(err)
