@@ -28,26 +28,10 @@ func TestLastMessageAndFIN(t *testing.T) {
 			}
 			p.Send(msg, from)
 		})})
-	c, err := net.Dial("tcp4", srv.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.Write([]byte("hold")); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-hold:
-	case <-time.After(waitFor):
-		t.Fatal("the callback did not run")
-	}
+	c := dialHeld(t, srv, "hold", hold)
 	c.Write([]byte("last"))
 	c.(*net.TCPConn).CloseWrite()
-	for deadline := time.Now().Add(waitFor); queued(t, c, true) > 0; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the server's kernel did not take the bytes")
-		}
-	}
+	waitTaken(t, c)
 	start := time.Now()
 	close(release)
 	c.SetReadDeadline(time.Now().Add(waitFor))
@@ -91,19 +75,7 @@ func TestUrgentDataDoesNotStall(t *testing.T) {
 				time.Sleep(idle / 2)
 			}
 		})})
-	c, err := net.Dial("tcp4", srv.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.Write([]byte("hold")); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-hold:
-	case <-time.After(waitFor):
-		t.Fatal("the callback did not run")
-	}
+	c := dialHeld(t, srv, "hold", hold)
 	// While the server's callback holds its reader: "abc", an urgent
 	// byte, "def", all queued at the server before it reads again.
 	c.Write([]byte("abc"))
@@ -114,11 +86,7 @@ func TestUrgentDataDoesNotStall(t *testing.T) {
 		t.Fatal(serr)
 	}
 	c.Write([]byte("def"))
-	for deadline := time.Now().Add(waitFor); queued(t, c, true) > 0; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the server's kernel did not take the bytes")
-		}
-	}
+	waitTaken(t, c)
 	close(release)
 
 	want := []byte("holdabcdef")
@@ -147,4 +115,34 @@ func TestUrgentDataDoesNotStall(t *testing.T) {
 	case <-time.After(waitFor):
 		t.Fatal("the silent connection did not end")
 	}
+}
+
+// waitTaken waits until the peer's kernel has acknowledged all c sent.
+func waitTaken(t *testing.T, c net.Conn) {
+	t.Helper()
+	for deadline := time.Now().Add(waitFor); queued(t, c, true) > 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the server's kernel did not take the bytes")
+		}
+	}
+}
+
+// dialHeld connects to srv, sends msg, and waits until srv's callback,
+// given msg, has closed hold (it then blocks its connection's reader).
+func dialHeld(t *testing.T, srv *Pipe, msg string, hold <-chan struct{}) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp4", srv.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := c.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-hold:
+	case <-time.After(waitFor):
+		t.Fatal("the callback did not run")
+	}
+	return c
 }
