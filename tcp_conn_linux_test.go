@@ -70,8 +70,9 @@ func TestUrgentDataDoesNotStall(t *testing.T) {
 				close(hold)
 				<-release
 			case bytes.HasPrefix(msg, []byte("abc")):
-				// Long enough that the deadline is moved after this
-				// message: it then fires a whole IdleTimeout after it.
+				// Long enough that the read deadline is moved after
+				// this message: it then fires a whole IdleTimeout after
+				// it, with "def" still waiting if the read stalled.
 				time.Sleep(idle / 2)
 			}
 		})})
