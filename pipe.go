@@ -75,7 +75,7 @@ type Pipe struct {
 	evicted  bool // TCP connection: closed for a newcomer (parent's mu)
 
 	wmu      sync.Mutex   // TCP: one Send writes at a time
-	wset     time.Time    // TCP: the write deadline in force (wmu)
+	wset     int64        // TCP: the write deadline in force (monoNow; 0: none; wmu)
 	lastRead atomic.Int64 // TCP connection: when it last received (monoNow), for eviction
 	cr       *connReader  // TCP: the reader, made by its first goroutine
 	parkID   uint64       // its key in the parker, 0 before it first parks (parker's mu)

@@ -1,6 +1,7 @@
 package p2pd
 
 import (
+	"io"
 	"net"
 	"net/netip"
 	"sync/atomic"
@@ -158,6 +159,67 @@ func pingPong(b *testing.B, c net.Conn, msg []byte, got <-chan struct{}) {
 		case <-got:
 		case <-lost.C:
 			b.Fatal("message lost")
+		}
+	}
+}
+
+// BenchmarkTCPEcho: one 64-byte request at a time on one connection, the
+// server's MsgCB sending it back (read, dispatch, Send with its deadline),
+// against a stdlib Read/Write loop. An op is one round trip.
+func BenchmarkTCPEcho(b *testing.B) {
+	msg := make([]byte, 64)
+	b.Run("raw", func(b *testing.B) {
+		srv := listen(b, TCP, loopRoute(b, IPv4), &PipeConfig{OnMsg: MsgCallbackFunc(func(m []byte, from Peer, p *Pipe) { p.Send(m, from) })})
+		c, err := net.Dial("tcp4", srv.LocalAddr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		roundTrips(b, c, msg)
+	})
+	b.Run("stdlib", func(b *testing.B) {
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer ln.Close()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			s, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer s.Close()
+			buf := make([]byte, DefaultTCPBufferSize)
+			for {
+				n, err := s.Read(buf)
+				if err != nil {
+					return
+				}
+				s.Write(buf[:n])
+			}
+		}()
+		c, err := net.Dial("tcp4", ln.Addr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer func() { c.Close(); <-done }()
+		roundTrips(b, c, msg)
+	})
+}
+
+// roundTrips writes msg on c and reads the whole echo back, b.N times.
+func roundTrips(b *testing.B, c net.Conn, msg []byte) {
+	buf := make([]byte, len(msg))
+	c.SetDeadline(time.Now().Add(time.Minute))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := c.Write(msg); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, buf); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

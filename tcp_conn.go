@@ -99,44 +99,46 @@ func (p *Pipe) readLoop() error {
 		win = parkAfter
 	}
 	cr.parkNow = parkable
-	// set: the deadline in force; now: when the last fill returned data
-	// (one clock read per message serves lastRead and the deadline), zero
-	// after anything else.
-	var frameStart, last, set, now time.Time
+	// Times are monoNow nanoseconds (one clock read, where time.Now makes
+	// two). set: the deadline in force, 0 for none; frameStart: 0 when no
+	// frame is timed; now: when the last fill returned data if fresh (one
+	// clock read per message serves lastRead and the deadline).
+	var frameStart, last, set, now int64
+	fresh := false
 	for {
 		if win > 0 || rt > 0 {
-			if now.IsZero() {
-				now = time.Now()
+			if !fresh {
+				now = monoNow()
 			}
 			last = now
 			dl := set
 			switch {
 			case cr.pending() && rt > 0:
-				if frameStart.IsZero() {
+				if frameStart == 0 {
 					frameStart = now
-					dl = now.Add(rt)
+					dl = now + int64(rt)
 				}
 			case win > 0:
-				frameStart = time.Time{}
-				if set.Sub(now) < win*3/4 {
-					dl = now.Add(win)
+				frameStart = 0
+				if set-now < int64(win*3/4) {
+					dl = now + int64(win)
 				}
 			default:
-				frameStart, dl = time.Time{}, time.Time{}
+				frameStart, dl = 0, 0
 			}
-			if !dl.Equal(set) {
-				p.conn.SetReadDeadline(dl)
+			if dl != set {
+				p.conn.SetReadDeadline(monoTime(dl))
 				set = dl
 			}
 		}
-		now = time.Time{}
+		fresh = false
 		if p.closed.Load() || p.draining.Load() {
 			return nil
 		}
 		err := cr.fill()
 		if err == nil {
-			now = time.Now()
-			p.lastRead.Store(int64(now.Sub(monoEpoch)))
+			now, fresh = monoNow(), true
+			p.lastRead.Store(now)
 			cr.parkNow = false
 			continue
 		}
@@ -152,7 +154,7 @@ func (p *Pipe) readLoop() error {
 		case isTimeout(err) && cr.pending() && rt > 0:
 			return fmt.Errorf("%w: %d bytes of a frame in %v", ErrReadTimeout, cr.w-cr.r, rt)
 		case isTimeout(err) && (idle > 0 || parkable):
-			quiet := time.Since(last)
+			quiet := time.Duration(monoNow() - last)
 			if parkable && quiet >= parkAfter && !cr.pending() {
 				if p.park() {
 					return errParked
@@ -163,11 +165,11 @@ func (p *Pipe) readLoop() error {
 				return fmt.Errorf("%w: nothing received for %v", ErrIdleTimeout, idle)
 			}
 			// Set early (a quarter, or to park): wait for the rest.
-			set = time.Time{}
+			set = 0
 			if win > 0 {
-				set = last.Add(win)
+				set = last + int64(win)
 			}
-			p.conn.SetReadDeadline(set)
+			p.conn.SetReadDeadline(monoTime(set))
 			continue
 		case errors.Is(err, io.EOF):
 			return io.EOF
@@ -230,10 +232,10 @@ func (p *Pipe) writeAll(b []byte) error {
 		}
 		return nil
 	}
-	last := time.Now() // when the peer last took something
-	if p.wset.Sub(last) < wt*3/4 {
-		p.wset = last.Add(wt)
-		p.conn.SetWriteDeadline(p.wset)
+	last := monoNow() // when the peer last took something
+	if p.wset-last < int64(wt*3/4) {
+		p.wset = last + int64(wt)
+		p.conn.SetWriteDeadline(monoTime(p.wset))
 	}
 	for {
 		n, err := p.conn.Write(b)
@@ -241,12 +243,12 @@ func (p *Pipe) writeAll(b []byte) error {
 			return nil
 		}
 		b = b[n:]
-		if now := time.Now(); isTimeout(err) && (n > 0 || now.Sub(last) < wt) {
+		if now := monoNow(); isTimeout(err) && (n > 0 || now-last < int64(wt)) {
 			if n > 0 {
 				last = now
 			}
-			p.wset = last.Add(wt)
-			p.conn.SetWriteDeadline(p.wset)
+			p.wset = last + int64(wt)
+			p.conn.SetWriteDeadline(monoTime(p.wset))
 			continue
 		}
 		return p.writeError(err)

@@ -210,8 +210,18 @@ func (p *Pipe) evictLocked() *Pipe {
 	return victim
 }
 
-// monoNow is a monotonic clock in nanoseconds.
+// monoNow is a monotonic clock in nanoseconds since monoEpoch: one clock
+// read, where time.Now makes two (wall and monotonic). It is above 0 once
+// the package is initialised.
 func monoNow() int64 { return int64(time.Since(monoEpoch)) }
+
+// monoTime is the deadline of monoNow time t; 0 is none.
+func monoTime(t int64) time.Time {
+	if t == 0 {
+		return time.Time{}
+	}
+	return monoEpoch.Add(time.Duration(t))
+}
 
 var monoEpoch = time.Now()
 

@@ -54,6 +54,9 @@ func unmap(ap netip.AddrPort) netip.AddrPort {
 }
 
 func sameAddr(a, b netip.AddrPort) bool {
+	if a == b {
+		return true // the common case, before the unmapping
+	}
 	a, b = unmap(a), unmap(b)
 	if a == b {
 		return true
