@@ -105,9 +105,10 @@ func readGoBench(r io.Reader) ([]goBench, error) {
 }
 
 // zeroAllocTarget reports whether benchmark n measures p2pd's receive and
-// dispatch path, which must not allocate (the stdlib twins are baselines).
+// dispatch path (and, in TCPEcho, the Send of the reply), which must not
+// allocate (the stdlib twins are baselines).
 func zeroAllocTarget(n string) bool {
-	for _, p := range []string{"BenchmarkUDPDispatch", "BenchmarkUDPBurst", "BenchmarkTCPDispatch"} {
+	for _, p := range []string{"BenchmarkUDPDispatch", "BenchmarkUDPBurst", "BenchmarkTCPDispatch", "BenchmarkTCPEcho"} {
 		if strings.HasPrefix(n, p) {
 			return !strings.Contains(n, "/stdlib")
 		}

@@ -117,6 +117,8 @@ func TestZeroAllocTarget(t *testing.T) {
 		"BenchmarkUDPBurst/p2pd-2":      true,
 		"BenchmarkTCPDispatch/raw-2":    true,
 		"BenchmarkTCPDispatch/stdlib-2": false,
+		"BenchmarkTCPEcho/raw-2":        true,
+		"BenchmarkTCPEcho/stdlib-2":     false,
 		"BenchmarkOther-2":              false,
 	} {
 		if got := zeroAllocTarget(n); got != want {

@@ -36,7 +36,7 @@ func mainRows(rows []row) []row {
 
 // renderGrowth prints one table per growth family (scale-tcp, scale-udp,
 // conns-idle, conns-msg): one row per size, and for every metric the
-// medians of p2pd and plain and their ratio.
+// medians of p2pd and plain and their ratio (see pairedRatio).
 func renderGrowth(rs []result) string {
 	t := summarize(rs)
 	sizes := map[string][]int{}
@@ -69,14 +69,15 @@ func renderGrowth(rs []result) string {
 			b := fmt.Sprintf("%s-%d", f, n)
 			fmt.Fprintf(&sb, "| %d |", n)
 			for _, m := range ms {
-				p, base := math.NaN(), math.NaN()
+				p, base := summary{value: math.NaN()}, summary{value: math.NaN()}
 				if s, ok := t[b][m][subject]; ok {
-					p = s.value
+					p = s
 				}
 				if s, ok := t[b][m][growthBaseline]; ok {
-					base = s.value
+					base = s
 				}
-				fmt.Fprintf(&sb, " %s | %s | %s |", fmtNum(p), fmtNum(base), fmtRatio(ratio(p, base)))
+				r, _, _ := pairedRatio(p, base)
+				fmt.Fprintf(&sb, " %s | %s | %s |", fmtNum(p.value), fmtNum(base.value), fmtRatio(r))
 			}
 			sb.WriteString("\n")
 		}

@@ -1,8 +1,9 @@
 // Command report turns benchmark results into Markdown tables. It reads
 // JSON lines from stdin (from load and scale: {"bench", "impl", "round",
 // "metrics"}), takes the median over rounds of every metric per
-// implementation, and prints one table comparing p2pd with each baseline,
-// with the targets marked. With -gobench it also reads `go test -bench
+// implementation and of p2pd's ratio to each baseline within a round, and
+// prints one table comparing p2pd with each baseline, with the targets
+// marked. With -gobench it also reads `go test -bench
 // -benchmem` output and prints a second table.
 package main
 
@@ -30,12 +31,12 @@ func run(gobench string) error {
 	fmt.Println()
 	fmt.Print(renderRows(withMissingTargets(mainRows(compare(lines)))))
 	fmt.Println()
-	fmt.Println("Medians over runs. ↑ higher is better, ↓ lower is better, · neither; the ratio is always p2pd/baseline, so for ↓ metrics a ratio below 1 means p2pd is better. n: runs of p2pd/baseline (one per round; the scale bench makes SCALE_REPEAT per round). Target: ✓ met, ✗ missed, ? not measurable (a target whose bench did not run is listed last with no values). Growth benches show only their target rows here; all their numbers are in the growth tables.")
+	fmt.Println("Values: medians over runs. p2pd/baseline: the median over the runs paired within a round (the k-th run of p2pd with the k-th of the baseline in the same round, seconds apart; bench/run rotates the order every round), which cancels what the machine's speed does between rounds; range: the lowest and highest of those paired ratios (— when only one pair, or none: then the ratio of the medians). ↑ higher is better, ↓ lower is better, · neither; the ratio is always p2pd/baseline, so for ↓ metrics a ratio below 1 means p2pd is better. n: runs of p2pd/baseline (ECHO_REPEAT per round for the echo benches, SCALE_REPEAT for the scale bench, one for the others). Target: ✓ met, ✗ missed, ? not measurable (a target whose bench did not run is listed last with no values). Growth benches show only their target rows here; all their numbers are in the growth tables.")
 	fmt.Println()
 	fmt.Println("## Growth: cost against size, p2pd against plain sockets")
 	fmt.Println()
 	fmt.Print(renderGrowth(lines))
-	fmt.Println("scale-PROTO: N listeners opened with one ListenAll against N plain net listeners with a goroutine each (open/close wall time, memory per listener). conns-MODE: N TCP connections held by a client process, the server's heap+stack and RSS per connection; idle: no traffic, msg: one 64-byte message per connection per second. Medians over runs.")
+	fmt.Println("scale-PROTO: N listeners opened with one ListenAll against N plain net listeners with a goroutine each (open/close wall time, memory per listener). conns-MODE: N TCP connections held by a client process, the server's heap+stack and RSS per connection; idle: no traffic, msg: one 64-byte message per connection per second. Medians over runs; ratios paired as above.")
 	if gobench == "" {
 		return nil
 	}

@@ -59,11 +59,14 @@ func res(bench, impl string, round int, kv ...any) result {
 
 func TestCompare(t *testing.T) {
 	rs := []result{
-		// udp-echo: p2pd medians 150 (1.5 × stdlib: ✓), 0.9 × batch (✗).
+		// udp-echo: paired by round, p2pd is 1, 1.5 and 9 × stdlib (median
+		// 1.5: ✓) and 0.5, 1.07 and 5.4 × batch (median 1.07: ✗).
 		res("udp-echo", "p2pd", 1, "replies_per_s", 100.0),
 		res("udp-echo", "p2pd", 2, "replies_per_s", 150.0),
 		res("udp-echo", "p2pd", 3, "replies_per_s", 900.0),
 		res("udp-echo", "stdlib", 1, "replies_per_s", 100.0),
+		res("udp-echo", "stdlib", 2, "replies_per_s", 100.0),
+		res("udp-echo", "stdlib", 3, "replies_per_s", 100.0),
 		res("udp-echo", "batch", 1, "replies_per_s", 200.0),
 		res("udp-echo", "batch", 2, "replies_per_s", 140.0),
 		res("udp-echo", "batch", 3, "replies_per_s", 166.0),
@@ -87,7 +90,7 @@ func TestCompare(t *testing.T) {
 		{"tcp-rr", "p99_us", "stdlib", 1.04, "✗"},
 		{"tcp-stream", "mb_per_s", "stdlib", math.NaN(), "?"},
 		{"udp-echo", "replies_per_s", "stdlib", 1.5, "✓"},
-		{"udp-echo", "replies_per_s", "batch", 150.0 / 166, "✗"},
+		{"udp-echo", "replies_per_s", "batch", 150.0 / 140, "✗"},
 		{"scale-tcp-100", "open_ms", "plain", 3, ""},
 		{"scale-tcp-100", "errors", "plain", math.NaN(), ""},
 		{"scale-tcp-4000", "open_ms", "plain", 3, "✗"},
@@ -118,7 +121,7 @@ func TestCompare(t *testing.T) {
 		}
 	}
 	out := renderRows(rows)
-	for _, s := range []string{"| udp-echo | replies_per_s ↑ | 150 | stdlib | 100 | 1.50 | 3/1 | ✓ ≥ 1.40 |", "p99_us ↓", "p99 p2pd ≤ stdlib"} {
+	for _, s := range []string{"| udp-echo | replies_per_s ↑ | 150 | stdlib | 100 | 1.50 | 1.00–9.00 | 3/3 | ✓ ≥ 1.40 |", "p99_us ↓", "p99 p2pd ≤ stdlib"} {
 		if !strings.Contains(out, s) {
 			t.Errorf("table lacks %q:\n%s", s, out)
 		}
@@ -197,7 +200,7 @@ func TestAbsoluteTarget(t *testing.T) {
 		{3073, 1e6, "✗"},
 		{math.NaN(), 1, "?"},
 	} {
-		r := row{p2pd: summary{tc.p2pd, 1}, base: summary{tc.plain, 1}, ratio: ratio(tc.p2pd, tc.plain)}
+		r := row{p2pd: summary{value: tc.p2pd, rounds: 1}, base: summary{value: tc.plain, rounds: 1}, ratio: ratio(tc.p2pd, tc.plain)}
 		if got := tg.check(tg.measure(r)); got != tc.want {
 			t.Errorf("p2pd %v plain %v: %s, want %s", tc.p2pd, tc.plain, got, tc.want)
 		}
@@ -225,7 +228,7 @@ func TestBaselineTarget(t *testing.T) {
 		{95, math.NaN(), "?"},
 		{math.NaN(), 160, "✓"},
 	} {
-		r := row{p2pd: summary{tc.p2pd, 1}, base: summary{tc.fanout, 1}, ratio: ratio(tc.p2pd, tc.fanout)}
+		r := row{p2pd: summary{value: tc.p2pd, rounds: 1}, base: summary{value: tc.fanout, rounds: 1}, ratio: ratio(tc.p2pd, tc.fanout)}
 		if got := tg.check(tg.measure(r)); got != tc.want {
 			t.Errorf("p2pd %v fan-out %v: %s, want %s", tc.p2pd, tc.fanout, got, tc.want)
 		}
@@ -236,9 +239,9 @@ func TestBaselineTarget(t *testing.T) {
 		res("udpwork-echo", "batch", 1, "replies_per_s", 37000.0, "server_cpu_pct", 98.0),
 	}))
 	for _, s := range []string{
-		"| udpwork-echo | replies_per_s ↑ | 36000 | p2pd-fanout | 66000 | 0.55 | 1/1 | ✓ ≤ 0.80 (fan-out ≥ 1.25 × one socket) |",
-		"| udpwork-echo | server_cpu_pct · | 93 | p2pd-fanout | 155 | 0.60 | 1/1 | ✓ p2pd-fanout ≥ 120 (fan-out serves on more than one core) |",
-		"| udpwork-echo | replies_per_s ↑ | 36000 | batch | 37000 | 0.97 | 1/1 |  |",
+		"| udpwork-echo | replies_per_s ↑ | 36000 | p2pd-fanout | 66000 | 0.55 | — | 1/1 | ✓ ≤ 0.80 (fan-out ≥ 1.25 × one socket) |",
+		"| udpwork-echo | server_cpu_pct · | 93 | p2pd-fanout | 155 | 0.60 | — | 1/1 | ✓ p2pd-fanout ≥ 120 (fan-out serves on more than one core) |",
+		"| udpwork-echo | replies_per_s ↑ | 36000 | batch | 37000 | 0.97 | — | 1/1 |  |",
 	} {
 		if !strings.Contains(out, s) {
 			t.Errorf("table lacks %q:\n%s", s, out)
@@ -313,9 +316,9 @@ func TestMissingTargets(t *testing.T) {
 	}
 	out := renderRows(rows)
 	for _, s := range []string{
-		"| tcp-rr | p99_us ↓ | 1 | stdlib | 2 | 0.50 | 1/1 | ✓",
-		"| conns-idle-19000 | heap_stack_per_conn ↓ | — | plain | — | — | 0/0 | ? p2pd ≤ 3072",
-		"| scale-*-4000 | close_ms ↓ | — | plain | — | — | 0/0 | ? ≤ 1.20 |",
+		"| tcp-rr | p99_us ↓ | 1 | stdlib | 2 | 0.50 | — | 1/1 | ✓",
+		"| conns-idle-19000 | heap_stack_per_conn ↓ | — | plain | — | — | — | 0/0 | ? p2pd ≤ 3072",
+		"| scale-*-4000 | close_ms ↓ | — | plain | — | — | — | 0/0 | ? ≤ 1.20 |",
 	} {
 		if !strings.Contains(out, s) {
 			t.Errorf("table lacks %q:\n%s", s, out)
@@ -328,7 +331,46 @@ func TestRatioAtBound(t *testing.T) {
 		res("scale-udp-4000", "p2pd", 1, "close_ms", 36.4),
 		res("scale-udp-4000", "plain", 1, "close_ms", 30.3),
 	}))
-	if !strings.Contains(out, "| 1.201 | 1/1 | ✗ ≤ 1.20 |") {
+	if !strings.Contains(out, "| 1.201 | — | 1/1 | ✗ ≤ 1.20 |") {
 		t.Errorf("a ratio just over the bound does not show why it misses:\n%s", out)
+	}
+}
+
+// TestPaired: the ratio is the median of run-by-run ratios within a round,
+// not the ratio of the medians, which the machine's speed between rounds
+// moves; the range shows the lowest and highest of them.
+func TestPaired(t *testing.T) {
+	rs := []result{
+		// The machine is fast in round 2 for p2pd's run and in round 3 for
+		// stdlib's: medians 200/100 = 2, but p2pd leads in one round only.
+		res("tcp-rr", "p2pd", 1, "replies_per_s", 100.0),
+		res("tcp-rr", "stdlib", 1, "replies_per_s", 90.0),
+		res("tcp-rr", "stdlib", 2, "replies_per_s", 100.0),
+		res("tcp-rr", "p2pd", 2, "replies_per_s", 300.0),
+		res("tcp-rr", "p2pd", 3, "replies_per_s", 200.0),
+		res("tcp-rr", "stdlib", 3, "replies_per_s", 400.0),
+		// Two runs per round pair in the order they ran: 10/20 and 30/15
+		// (median 1.25), not the medians' 20/17.5.
+		res("scale-udp-4000", "p2pd", 1, "close_ms", 10.0),
+		res("scale-udp-4000", "plain", 1, "close_ms", 20.0),
+		res("scale-udp-4000", "p2pd", 1, "close_ms", 30.0),
+		res("scale-udp-4000", "plain", 1, "close_ms", 15.0),
+		// No round with both: the ratio of the medians, no range.
+		res("tcp-stream", "p2pd", 1, "mb_per_s", 30.0),
+		res("tcp-stream", "stdlib", 2, "mb_per_s", 20.0),
+	}
+	out := renderRows(compare(rs))
+	for _, s := range []string{
+		"| tcp-rr | replies_per_s ↑ | 200 | stdlib | 100 | 1.11 | 0.50–3.00 | 3/3 | ✓ ≥ 1.00 |",
+		"| scale-udp-4000 | close_ms ↓ | 20 | plain | 17.5 | 1.25 | 0.50–2.00 | 2/2 | ✗ ≤ 1.20 |",
+		"| tcp-stream | mb_per_s ↑ | 30 | stdlib | 20 | 1.50 | — | 1/1 | ✓ ≥ 1.00 |",
+	} {
+		if !strings.Contains(out, s) {
+			t.Errorf("table lacks %q:\n%s", s, out)
+		}
+	}
+	growth := renderGrowth(rs)
+	if !strings.Contains(growth, "| 20 | 17.5 | 1.25 |") {
+		t.Errorf("growth table does not pair runs:\n%s", growth)
 	}
 }

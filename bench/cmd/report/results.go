@@ -58,10 +58,12 @@ func median(vs []float64) float64 {
 }
 
 // summary is the median of one metric of one implementation in one bench,
-// and over how many rounds it was taken.
+// over how many runs it was taken, and the runs by round, in the order
+// they ran.
 type summary struct {
-	value  float64
-	rounds int
+	value   float64
+	rounds  int
+	byRound map[int][]float64
 }
 
 // table holds summaries by bench, metric and implementation.
@@ -71,6 +73,7 @@ type table map[string]map[string]map[string]summary
 // the median over rounds.
 func summarize(rs []result) table {
 	vals := map[string]map[string]map[string][]float64{}
+	runs := map[[3]string]map[int][]float64{}
 	for _, r := range rs {
 		for m, v := range r.Metrics {
 			if math.IsNaN(v) || math.IsInf(v, 0) {
@@ -83,6 +86,11 @@ func summarize(rs []result) table {
 				vals[r.Bench][m] = map[string][]float64{}
 			}
 			vals[r.Bench][m][r.Impl] = append(vals[r.Bench][m][r.Impl], v)
+			k := [3]string{r.Bench, m, r.Impl}
+			if runs[k] == nil {
+				runs[k] = map[int][]float64{}
+			}
+			runs[k][r.Round] = append(runs[k][r.Round], v)
 		}
 	}
 	t := table{}
@@ -91,9 +99,32 @@ func summarize(rs []result) table {
 		for m, impls := range ms {
 			t[b][m] = map[string]summary{}
 			for impl, vs := range impls {
-				t[b][m][impl] = summary{median(vs), len(vs)}
+				t[b][m][impl] = summary{median(vs), len(vs), runs[[3]string{b, m, impl}]}
 			}
 		}
 	}
 	return t
+}
+
+// paired compares p with b run by run: the k-th run of p in a round with
+// the k-th run of b in the same round, seconds apart (bench/run
+// rotates the order every round). It returns the median of those ratios
+// p/b, the lowest and the highest, and how many there were; NaN and 0
+// when no round has both. Pairing cancels what the machine's speed does
+// between rounds, which moved the medians of one side by up to 1.5x in
+// one run on the 2-CPU box.
+func paired(p, b summary) (med, lo, hi float64, n int) {
+	var rs []float64
+	for round, pv := range p.byRound {
+		bv := b.byRound[round]
+		for k := 0; k < len(pv) && k < len(bv); k++ {
+			if r := ratio(pv[k], bv[k]); !math.IsNaN(r) {
+				rs = append(rs, r)
+			}
+		}
+	}
+	if len(rs) == 0 {
+		return math.NaN(), math.NaN(), math.NaN(), 0
+	}
+	return median(rs), slices.Min(rs), slices.Max(rs), len(rs)
 }

@@ -10,10 +10,10 @@ import (
 // renderRows prints the comparison table in Markdown.
 func renderRows(rows []row) string {
 	var sb strings.Builder
-	sb.WriteString("| bench | metric | p2pd | baseline | baseline value | p2pd/baseline | n | target |\n")
-	sb.WriteString("| --- | --- | ---: | --- | ---: | ---: | ---: | --- |\n")
+	sb.WriteString("| bench | metric | p2pd | baseline | baseline value | p2pd/baseline | range | n | target |\n")
+	sb.WriteString("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | --- |\n")
 	if len(rows) == 0 {
-		sb.WriteString("| (no results) | | | | | | | |\n")
+		sb.WriteString("| (no results) | | | | | | | | |\n")
 	}
 	for _, r := range rows {
 		tgt, rat := "", fmtRatio(r.ratio)
@@ -27,9 +27,13 @@ func renderRows(rows []row) string {
 		if base == "" {
 			base = "—"
 		}
-		fmt.Fprintf(&sb, "| %s | %s %s | %s | %s | %s | %s | %d/%d | %s |\n",
+		spread := "—"
+		if !math.IsNaN(r.lo) && r.lo != r.hi {
+			spread = fmtRatio(r.lo) + "–" + fmtRatio(r.hi)
+		}
+		fmt.Fprintf(&sb, "| %s | %s %s | %s | %s | %s | %s | %s | %d/%d | %s |\n",
 			r.bench, r.metric, direction(r.metric), fmtNum(r.p2pd.value), base, fmtNum(r.base.value),
-			rat, r.p2pd.rounds, r.base.rounds, tgt)
+			rat, spread, r.p2pd.rounds, r.base.rounds, tgt)
 	}
 	return sb.String()
 }

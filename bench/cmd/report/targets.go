@@ -89,6 +89,17 @@ func ratio(p, b float64) float64 {
 	return p / b
 }
 
+// pairedRatio is p/b as the table shows it: the median of the paired runs'
+// ratios with the lowest and highest (see paired), or, where no run pairs,
+// the ratio of the medians with NaN for both.
+func pairedRatio(p, b summary) (r, lo, hi float64) {
+	r, lo, hi, n := paired(p, b)
+	if n == 0 {
+		r = ratio(p.value, b.value)
+	}
+	return r, lo, hi
+}
+
 // measure returns what t bounds in row r: the ratio, p2pd's value or the
 // baseline's.
 func (t *target) measure(r row) float64 {
@@ -134,11 +145,13 @@ func (t *target) String() string {
 }
 
 // row is one line of the comparison table: one metric of one bench, p2pd
-// against one baseline.
+// against one baseline. ratio is the median of the paired runs' ratios
+// (see paired), lo and hi the lowest and highest of them; where no run
+// pairs, ratio is that of the medians and lo and hi are NaN.
 type row struct {
 	bench, metric, baseline string
 	p2pd, base              summary
-	ratio                   float64
+	ratio, lo, hi           float64
 	target                  *target
 }
 
@@ -153,21 +166,18 @@ func compare(rs []result) []row {
 			impls := t[b][m]
 			p, ok := impls[subject]
 			if !ok {
-				p = summary{math.NaN(), 0}
+				p = summary{value: math.NaN()}
 			}
 			bases := sortedKeys(impls, implLess)
 			bases = slices.DeleteFunc(bases, func(s string) bool { return s == subject })
 			if len(bases) == 0 {
-				rows = append(rows, row{bench: b, metric: m, p2pd: p, base: summary{math.NaN(), 0}, ratio: math.NaN()})
+				rows = append(rows, row{bench: b, metric: m, p2pd: p, base: summary{value: math.NaN()}, ratio: math.NaN(), lo: math.NaN(), hi: math.NaN()})
 				continue
 			}
 			for _, base := range bases {
-				rows = append(rows, row{
-					bench: b, metric: m, baseline: base,
-					p2pd: p, base: impls[base],
-					ratio:  ratio(p.value, impls[base].value),
-					target: findTarget(b, m, base),
-				})
+				r := row{bench: b, metric: m, baseline: base, p2pd: p, base: impls[base], target: findTarget(b, m, base)}
+				r.ratio, r.lo, r.hi = pairedRatio(p, r.base)
+				rows = append(rows, r)
 			}
 		}
 	}
@@ -184,7 +194,7 @@ func withMissingTargets(rows []row) []row {
 			continue
 		}
 		rows = append(rows, row{bench: t.bench, metric: t.metric, baseline: t.baseline,
-			p2pd: summary{math.NaN(), 0}, base: summary{math.NaN(), 0}, ratio: math.NaN(), target: t})
+			p2pd: summary{value: math.NaN()}, base: summary{value: math.NaN()}, ratio: math.NaN(), lo: math.NaN(), hi: math.NaN(), target: t})
 	}
 	return rows
 }
