@@ -116,35 +116,44 @@ func BenchmarkTCPDispatch(b *testing.B) {
 		})
 	}
 	b.Run("stdlib", func(b *testing.B) {
-		ln, err := net.Listen("tcp4", "127.0.0.1:0")
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer ln.Close()
 		got := make(chan struct{}, 1)
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			s, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer s.Close()
-			buf := make([]byte, DefaultTCPBufferSize)
-			for {
-				if _, err := s.Read(buf); err != nil {
-					return
-				}
-				got <- struct{}{}
-			}
-		}()
-		c, err := net.Dial("tcp4", ln.Addr().String())
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer func() { c.Close(); <-done }()
+		c := stdlibTCP(b, func(s net.Conn, msg []byte) error { got <- struct{}{}; return nil })
 		pingPong(b, c, make([]byte, 64), got)
 	})
+}
+
+// stdlibTCP serves one connection with a stdlib read loop that hands each
+// read to handle, until a read or handle fails; it returns the client's
+// end. The test's cleanup closes both and waits for the loop.
+func stdlibTCP(b *testing.B, handle func(s net.Conn, msg []byte) error) net.Conn {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer s.Close()
+		buf := make([]byte, DefaultTCPBufferSize)
+		for {
+			n, err := s.Read(buf)
+			if err != nil || handle(s, buf[:n]) != nil {
+				return
+			}
+		}
+	}()
+	c, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		ln.Close()
+		<-done
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close(); ln.Close(); <-done })
+	return c
 }
 
 // pingPong writes msg on c and waits for the receiver to signal got, b.N
@@ -178,33 +187,7 @@ func BenchmarkTCPEcho(b *testing.B) {
 		roundTrips(b, c, msg)
 	})
 	b.Run("stdlib", func(b *testing.B) {
-		ln, err := net.Listen("tcp4", "127.0.0.1:0")
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer ln.Close()
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			s, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer s.Close()
-			buf := make([]byte, DefaultTCPBufferSize)
-			for {
-				n, err := s.Read(buf)
-				if err != nil {
-					return
-				}
-				s.Write(buf[:n])
-			}
-		}()
-		c, err := net.Dial("tcp4", ln.Addr().String())
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer func() { c.Close(); <-done }()
+		c := stdlibTCP(b, func(s net.Conn, m []byte) error { _, err := s.Write(m); return err })
 		roundTrips(b, c, msg)
 	})
 }
