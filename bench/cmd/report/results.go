@@ -70,7 +70,7 @@ type summary struct {
 type table map[string]map[string]map[string]summary
 
 // summarize groups results by bench, metric and implementation and takes
-// the median over rounds.
+// the median over runs.
 func summarize(rs []result) table {
 	vals := map[string]map[string]map[string][]float64{}
 	runs := map[[3]string]map[int][]float64{}
@@ -107,8 +107,8 @@ func summarize(rs []result) table {
 }
 
 // paired compares p with b run by run: the k-th run of p in a round with
-// the k-th run of b in the same round, seconds apart (bench/run
-// rotates the order every round). It returns the median of those ratios
+// the k-th run of b in the same round, seconds apart (bench/run rotates
+// the order at every repeat). It returns the median of those ratios
 // p/b, the lowest and the highest, and how many there were; NaN and 0
 // when no round has both. Pairing cancels what the machine's speed does
 // between rounds, which moved the medians of one side by up to 1.5x in
